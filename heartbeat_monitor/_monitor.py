@@ -1,0 +1,411 @@
+"""The async driver: one task, one timer, for every peer in the process.
+
+Like anyio's memory streams, the work is synchronous (``LivenessTracker.poll``)
+and the async part only waits: sleep until the tracker's next deadline, poll,
+dispatch, repeat. Everything that can be slow (async callbacks, consumers of
+the event stream) runs outside that loop, so it never delays another peer's
+expiry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from types import TracebackType
+from typing import Self, final
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._clock import Clock, VirtualClock
+from ._errors import ConfigurationError
+from ._events import Event, Expired
+from ._wheel import LivenessTracker
+
+__all__ = ("EventStream", "ExpireCallback", "HeartbeatMonitor")
+
+#: A callback run for each expiry: a plain function or an ``async def``.
+ExpireCallback = Callable[[Expired], object] | Callable[[Expired], Awaitable[object]]
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+
+def _is_async(callback: Callable[..., object]) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 -- an object with ``async def __call__``
+    )
+
+
+@final
+class EventStream:
+    """An async iterator over the monitor's events, registered as soon as it is created.
+
+    Use it as ``async with monitor.events() as events: async for event in events``.
+    It ends when the monitor stops. A consumer that falls more than ``max_buffer``
+    events behind loses the newest ones (logged as ``heartbeat_monitor.events_dropped``);
+    the monitor itself never waits for a consumer.
+    """
+
+    __slots__ = ("_monitor", "_receive", "_send", "dropped")
+
+    def __init__(self, monitor: HeartbeatMonitor, max_buffer: int) -> None:
+        if max_buffer < 1:
+            raise ConfigurationError(f"max_buffer must be >= 1, not {max_buffer!r}")
+        send, receive = anyio.create_memory_object_stream[Event](max_buffer)
+        self._send: MemoryObjectSendStream[Event] = send
+        self._receive: MemoryObjectReceiveStream[Event] = receive
+        self._monitor = monitor
+        #: How many events this consumer missed because it fell behind.
+        self.dropped = 0
+        monitor._streams.add(self)
+
+    def _offer(self, event: Event) -> None:
+        try:
+            self._send.send_nowait(event)
+        except anyio.WouldBlock:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                _logger.warning("heartbeat_monitor.events_dropped", dropped=self.dropped)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.close()
+
+    def close(self) -> None:
+        """Stop receiving events (idempotent)."""
+        self._monitor._streams.discard(self)
+        self._send.close()
+        self._receive.close()
+
+    def _end(self) -> None:
+        """The monitor stopped: let the consumer drain what is buffered, then stop."""
+        self._monitor._streams.discard(self)
+        self._send.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self.close()
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@final
+class HeartbeatMonitor:
+    """Runs a :class:`LivenessTracker` on anyio (asyncio or trio) and dispatches expiries.
+
+    ``async with HeartbeatMonitor(timeout=10) as monitor:`` runs the driver in
+    the background; ``await task_group.start(monitor.run)`` embeds it in a task
+    group of yours. ``track``/``beat``/``untrack`` may be called at any time
+    from the event loop's thread; ``beat`` is the tracker's own method, bound,
+    so it costs no more than calling the tracker.
+
+    Expiry callbacks (``on_expire``) may be plain or async functions. Plain ones
+    run inline; async ones run concurrently, at most ``max_concurrent_callbacks``
+    at a time, each cut off after ``callback_timeout`` seconds if given. A
+    callback that raises is logged with its traceback and changes nothing else.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_batch_size",
+        "_callback_timeout",
+        "_exit_stack",
+        "_expire_callbacks",
+        "_idle_at",
+        "_max_concurrent",
+        "_pending",
+        "_progress",
+        "_running",
+        "_stopping",
+        "_streams",
+        "_target",
+        "_task_group",
+        "_tracker",
+        "_wake",
+        "_workers",
+        "beat",
+        "untrack",
+    )
+
+    #: Record a heartbeat; ``False`` for an unknown key. (The tracker's bound method.)
+    beat: Callable[[Hashable], bool]
+    #: Stop watching a key without expiring it; ``False`` if it was not tracked.
+    untrack: Callable[[Hashable], bool]
+
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        resolution: float | None = None,
+        clock: Clock | None = None,
+        on_expire: ExpireCallback | None = None,
+        max_concurrent_callbacks: int = 64,
+        callback_timeout: float | None = None,
+        batch_size: int = 5_000,
+    ) -> None:
+        self._tracker = LivenessTracker(timeout, resolution=resolution, clock=clock)
+        if max_concurrent_callbacks < 1:
+            raise ConfigurationError(
+                f"max_concurrent_callbacks must be >= 1, not {max_concurrent_callbacks!r}"
+            )
+        if callback_timeout is not None and not (
+            math.isfinite(callback_timeout) and callback_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"callback_timeout must be a finite number of seconds > 0, not {callback_timeout!r}"
+            )
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, not {batch_size!r}")
+        self._max_concurrent = max_concurrent_callbacks
+        self._callback_timeout = callback_timeout
+        self._batch_size = batch_size
+        self._expire_callbacks: list[tuple[ExpireCallback, bool]] = []
+        if on_expire is not None:
+            self.on_expire(on_expire)
+        self._streams: set[EventStream] = set()
+        self._pending: deque[tuple[Callable[[Expired], Awaitable[object]], Expired]] = deque()
+        self._workers = 0
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._wake: anyio.Event | None = None
+        self._progress: anyio.Event | None = None
+        self._target: float | None = None
+        self._idle_at: float | None = None
+        self._running = False
+        self._stopping = False
+        self.beat = self._tracker.beat
+        self.untrack = self._tracker.untrack
+
+    # -- peers -----------------------------------------------------------------------------
+
+    @property
+    def tracker(self) -> LivenessTracker:
+        """The sans-I/O tracker this monitor drives."""
+        return self._tracker
+
+    @property
+    def clock(self) -> Clock:
+        return self._tracker.clock
+
+    def track(self, key: Hashable, *, timeout: float | None = None) -> None:
+        """Start watching ``key`` (counts as a beat); see :meth:`LivenessTracker.track`."""
+        self._tracker.track(key, timeout=timeout)
+        wake = self._wake
+        if wake is not None:
+            target = self._target
+            if target is None or self._tracker.next_deadline() < target:  # type: ignore[operator]
+                wake.set()
+
+    def __len__(self) -> int:
+        return len(self._tracker)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tracker
+
+    # -- callbacks and events --------------------------------------------------------------
+
+    def on_expire(self, callback: ExpireCallback) -> ExpireCallback:
+        """Register an expiry callback (plain or async); usable as a decorator."""
+        if not callable(callback):
+            raise ConfigurationError(f"on_expire needs a callable, not {callback!r}")
+        self._expire_callbacks.append((callback, _is_async(callback)))
+        return callback
+
+    def events(self, *, max_buffer: int = 10_000) -> EventStream:
+        """A new stream of every event from now on (see :class:`EventStream`)."""
+        return EventStream(self, max_buffer)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        stack = contextlib.AsyncExitStack()
+        async with contextlib.AsyncExitStack() as guard:
+            guard.push_async_exit(stack)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            await task_group.start(self.run)
+            stack.callback(self.stop)
+            self._exit_stack = stack
+            guard.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack = self._exit_stack
+        del self._exit_stack
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return once running callbacks have finished."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Drive the tracker until :meth:`stop` is called or the task is cancelled."""
+        if self._running:
+            raise RuntimeError("this HeartbeatMonitor is already running")
+        clock = self._tracker.clock
+        unsubscribe = clock.subscribe(self._clock_moved) if isinstance(clock, VirtualClock) else None
+        self._running = True
+        self._stopping = False
+        _logger.debug(
+            "heartbeat_monitor.started",
+            timeout=self._tracker.timeout,
+            resolution=self._tracker.resolution,
+            clock=repr(clock),
+        )
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                task_status.started()
+                await self._drive(virtual=unsubscribe is not None)
+        finally:
+            self._task_group = None
+            self._running = False
+            self._wake = None
+            if unsubscribe is not None:
+                unsubscribe()
+            for stream in tuple(self._streams):
+                stream._end()
+            self._notify_progress()
+            _logger.debug("heartbeat_monitor.stopped", peers=len(self._tracker))
+
+    async def wait_idle(self) -> None:
+        """Return once every expiry due at the current clock time is dispatched.
+
+        That is: the driver has polled at (or after) the time this was called,
+        found nothing more due, and no async callback is running. Meant for
+        tests on a :class:`ManualClock`: ``clock.advance(5); await monitor.wait_idle()``.
+        """
+        target = self._tracker.clock.now()
+        if self._wake is not None:
+            self._wake.set()
+        while not (
+            self._idle_at is not None
+            and self._idle_at >= target
+            and not self._pending
+            and self._workers == 0
+        ):
+            if not self._running:
+                raise RuntimeError("the HeartbeatMonitor is not running")
+            if self._progress is None:
+                self._progress = anyio.Event()
+            await self._progress.wait()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _drive(self, *, virtual: bool) -> None:
+        tracker = self._tracker
+        clock = tracker.clock
+        while not self._stopping:
+            expired = tracker.poll(limit=self._batch_size)
+            if expired:
+                self._dispatch(expired)
+            deadline = tracker.next_deadline()
+            now = clock.now()
+            if deadline is not None and deadline <= now:
+                await anyio.lowlevel.checkpoint()  # more is due: let the loop breathe, go on
+                continue
+            self._idle_at = now
+            self._notify_progress()
+            if self._stopping:
+                break
+            wake = self._wake = anyio.Event()
+            self._target = deadline
+            if virtual or deadline is None:
+                await wake.wait()
+            else:
+                with anyio.move_on_after(deadline - now):
+                    await wake.wait()
+            self._wake = None
+
+    def _clock_moved(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _notify_progress(self) -> None:
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
+
+    def _dispatch(self, expired: list[Expired]) -> None:
+        info = _logger.info
+        for event in expired:
+            info(
+                "heartbeat_monitor.peer_expired",
+                peer=event.key,
+                silent_for=round(event.expired_at - event.last_beat, 6),
+                late_by=round(event.late_by, 6),
+            )
+        for stream in tuple(self._streams):
+            for event in expired:
+                stream._offer(event)
+        pending = self._pending
+        for callback, is_async in self._expire_callbacks:
+            if is_async:
+                pending.extend((callback, event) for event in expired)  # type: ignore[misc]
+                continue
+            for event in expired:
+                try:
+                    callback(event)
+                except Exception:
+                    _logger.exception(
+                        "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
+                    )
+        task_group = self._task_group
+        assert task_group is not None
+        while pending and self._workers < min(self._max_concurrent, len(pending)):
+            self._workers += 1
+            task_group.start_soon(self._callback_worker)
+
+    async def _callback_worker(self) -> None:
+        pending = self._pending
+        timeout = self._callback_timeout
+        try:
+            while pending:
+                callback, event = pending.popleft()
+                try:
+                    if timeout is None:
+                        await callback(event)
+                    else:
+                        with anyio.move_on_after(timeout) as scope:
+                            await callback(event)
+                        if scope.cancelled_caught:
+                            _logger.error(
+                                "heartbeat_monitor.callback_timeout",
+                                callback=repr(callback),
+                                peer=event.key,
+                                timeout=timeout,
+                            )
+                except Exception:
+                    _logger.exception(
+                        "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
+                    )
+        finally:
+            self._workers -= 1
+            if not self._workers:
+                self._notify_progress()
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<HeartbeatMonitor {state} tracker={self._tracker!r}>"
