@@ -1,0 +1,645 @@
+"""Attach a :class:`~heartbeat_monitor.HeartbeatMonitor` to a python-socketio ``AsyncServer``.
+
+Theory of operation
+===================
+
+python-socketio calls one method of the server, ``_trigger_event(event,
+namespace, *args)``, for every connect, every inbound event and every
+disconnect, whatever kind of handler the user registered (``@sio.on``,
+``@sio.event``, catch-all ``"*"`` handlers, namespace classes). It has no
+public hook that sees *every* inbound event, so the adapter wraps that method
+on the server *instance* (never the class) and passes every call through to the
+original, unchanged: the user's handlers keep their arguments, return values
+and exceptions. The tests pin this against the installed python-socketio.
+
+* ``connect`` (in the watched namespace): after the user's handler accepts the
+  connection, the peer is tracked (a new connection of a known identity is a
+  beat for it).
+* the heartbeat event (or, with ``any_event=True``, any event): one dictionary
+  lookup from sid to peer, a rate limit, and ``monitor.beat``. The payload is
+  never looked at: a client cannot beat for, or expire, another peer.
+* ``disconnect`` (any reason python-socketio gives): the peer's last
+  connection leaving ends the peer.
+* expiry: the monitor's callback marks the peer gone, then disconnects its
+  sockets with ``sio.disconnect``; the user's ``disconnect`` handler then sees
+  the reason ``"heartbeat timeout"`` instead of ``"server disconnect"``.
+
+Exactly once: a peer is marked gone synchronously (no ``await`` in between) by
+whichever path sees it first; every other path finds the mark and stops. Then
+the ``on_gone`` callbacks run once, and the other clients get one
+``peer_gone`` event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, Self, final
+
+import anyio
+import structlog
+from heartbeat_monitor import Clock as _Clock
+from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
+
+import socketio
+
+__all__ = (
+    "GoneCallback",
+    "Identify",
+    "Reason",
+    "SocketIOAdapter",
+    "SocketIOStats",
+    "check_engineio",
+)
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+#: ``on_gone`` callbacks: ``(peer id, reason)``, plain or ``async def``.
+GoneCallback = Callable[[Hashable, str], object] | Callable[[Hashable, str], Awaitable[object]]
+#: ``identify(sid, environ, auth)``: the peer id of a new connection, or ``None`` for its sid.
+Identify = Callable[[str, Mapping[str, Any], Any], Hashable | None]
+
+_RESERVED: Final = frozenset({"connect", "disconnect"})
+_LOG_EVERY: Final = 1000
+
+
+@final
+class Reason:
+    """The reasons a peer is gone (python-socketio's, plus the adapter's own)."""
+
+    #: Silent for more than ``misses`` heartbeat intervals (the adapter disconnected it).
+    HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
+    #: The adapter was closed (server shutdown); no ``peer_gone`` is sent.
+    SERVER_SHUTDOWN: Final = "server shutdown"
+    #: The following come from python-socketio / python-engineio.
+    CLIENT_DISCONNECT: Final = "client disconnect"
+    SERVER_DISCONNECT: Final = "server disconnect"
+    PING_TIMEOUT: Final = "ping timeout"
+    TRANSPORT_CLOSE: Final = "transport close"
+    TRANSPORT_ERROR: Final = "transport error"
+
+
+@final
+class SocketIOStats:
+    """Counters of what the adapter saw (plain ints: read them, never rely on resets)."""
+
+    __slots__ = (
+        "beats",
+        "beats_limited",
+        "callback_failures",
+        "connections",
+        "gone",
+        "unknown_peer",
+    )
+
+    def __init__(self) -> None:
+        #: Beats counted (the monitor was told).
+        self.beats = 0
+        #: Beats dropped by the per-peer rate limit.
+        self.beats_limited = 0
+        #: Events from a sid the adapter does not track (never connected, or already gone).
+        self.unknown_peer = 0
+        #: Connections accepted in the watched namespace.
+        self.connections = 0
+        #: ``on_gone`` callbacks, notifications or disconnects that raised or timed out.
+        self.callback_failures = 0
+        #: How many peers are gone, by reason.
+        self.gone: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"SocketIOStats({fields})"
+
+
+@final
+class _Peer:
+    """One peer: a sid, or an identity with one or more connections."""
+
+    __slots__ = ("gone", "id", "key", "last_counted", "limited", "members", "rooms", "sids")
+
+    def __init__(self, peer_id: Hashable, key: Hashable) -> None:
+        self.id = peer_id
+        self.key = key
+        #: Connections currently open.
+        self.sids: set[str] = set()
+        #: Every connection it ever had (they are never sent its ``peer_gone``).
+        self.members: set[str] = set()
+        #: Rooms its connections were in (collected as they leave).
+        self.rooms: set[Hashable] = set()
+        self.last_counted = -math.inf
+        self.limited = 0
+        #: The reason, once gone.
+        self.gone: str | None = None
+
+
+def check_engineio(sio: socketio.AsyncServer, *, fix: bool = False) -> None:
+    """Refuse (or with ``fix``, correct) an engine.io ping interval clients would misread.
+
+    python-engineio advertises ``pingInterval`` to clients as
+    ``int(ping_interval + grace) * 1000`` ms: 0.3 s becomes 0 ms and 1.5 s
+    becomes 1000 ms, so a JavaScript client (which waits ``pingInterval +
+    pingTimeout`` for a ping) drops a healthy connection. With ``fix``, the
+    grace period of the tuple form ``ping_interval=(interval, grace)`` is raised
+    so that the advertised value is the next whole second (the server still
+    pings every ``interval``; clients are told the longer, whole interval).
+    """
+    eio = sio.eio
+    interval = float(eio.ping_interval)
+    grace = float(getattr(eio, "ping_interval_grace_period", 0) or 0)
+    total = interval + grace
+    if not (math.isfinite(total) and interval > 0):
+        raise ConfigurationError(f"engine.io ping_interval must be > 0 seconds, not {interval!r}")
+    if total >= 1 and total == int(total):
+        return
+    whole = max(1, math.ceil(total))
+    if not fix:
+        raise ConfigurationError(
+            f"engine.io ping_interval={interval!r} (grace {grace!r}) would be advertised to "
+            f"clients as pingInterval={int(total) * 1000} ms (python-engineio truncates it to "
+            "whole seconds), and JavaScript clients would drop healthy connections. Use a "
+            f"whole number of seconds, or the tuple form ping_interval=({interval!r}, "
+            f"{whole - interval!r}) so that {whole} s is advertised; the app-level heartbeat "
+            "interval may still be a fraction of a second."
+        )
+    eio.ping_interval_grace_period = whole - interval
+    _logger.warning(
+        "heartbeat_monitor.socketio.engineio_corrected",
+        ping_interval=interval,
+        grace=eio.ping_interval_grace_period,
+        advertised_ms=whole * 1000,
+    )
+
+
+def _is_async(callback: Callable[..., object]) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 -- an object with ``async def __call__``
+    )
+
+
+@final
+class SocketIOAdapter:
+    """Heartbeat liveness for the clients of a python-socketio ``AsyncServer``.
+
+    ``SocketIOAdapter(sio, interval=5, misses=2)`` attaches at once, without
+    replacing any handler; ``async with adapter:`` runs its monitor (unless
+    you pass a ``monitor`` you run yourself) and, on exit, ends every peer with
+    the reason ``"server shutdown"``.
+
+    A client emits ``event`` (default ``"heartbeat"``) every ``interval``
+    seconds; silent for more than ``misses`` intervals, it is disconnected.
+    Whichever way a peer leaves, ``on_gone`` callbacks run exactly once with
+    ``(peer, reason)`` and the other clients receive one ``peer_gone`` event,
+    ``{"peer": peer, "reason": reason}``: in the rooms it was in
+    (``notify="rooms"``), in the whole namespace (``"namespace"``) or nowhere
+    (``"none"``). The peer id is the sid, or what ``identify(sid, environ,
+    auth)`` returns (it must authenticate: whatever it returns, the connection
+    beats for). ``room`` makes every connection join that room on connect.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_any_event",
+        "_beat",
+        "_callback_timeout",
+        "_closing",
+        "_event",
+        "_gone_callbacks",
+        "_identify",
+        "_min_gap",
+        "_monitor",
+        "_namespace",
+        "_not_handled",
+        "_notify",
+        "_now",
+        "_original",
+        "_owns_monitor",
+        "_peer_of_sid",
+        "_peers",
+        "_room",
+        "_sio",
+        "_stack",
+        "_timeout",
+        "_track_timeout",
+        "interval",
+        "misses",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        monitor: HeartbeatMonitor | None = None,
+        *,
+        interval: float = 5.0,
+        misses: int = 2,
+        event: str = "heartbeat",
+        namespace: str = "/",
+        any_event: bool = False,
+        identify: Identify | None = None,
+        room: str | None = None,
+        notify: Literal["rooms", "namespace", "none"] = "rooms",
+        on_gone: GoneCallback | Iterable[GoneCallback] | None = None,
+        resolution: float | None = None,
+        clock: _Clock | None = None,
+        min_beat_gap: float | None = None,
+        callback_timeout: float | None = 30.0,
+        engineio: Literal["check", "fix", "ignore"] = "check",
+    ) -> None:
+        if not isinstance(sio, socketio.AsyncServer):
+            raise ConfigurationError(f"SocketIOAdapter needs a socketio.AsyncServer, not {sio!r}")
+        original = getattr(sio, "_trigger_event", None)
+        if original is None or not inspect.iscoroutinefunction(original):
+            raise ConfigurationError(
+                "this python-socketio has no coroutine AsyncServer._trigger_event; "
+                "the adapter supports python-socketio 5.x"
+            )
+        if isinstance(misses, bool) or not isinstance(misses, int) or misses < 1:
+            raise ConfigurationError(f"misses must be an int >= 1, not {misses!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise ConfigurationError(f"interval must be a number of seconds, not {interval!r}")
+        if not (math.isfinite(interval) and interval > 0):
+            raise ConfigurationError(f"interval must be a finite number > 0, not {interval!r}")
+        if not isinstance(event, str) or not event or event in _RESERVED:
+            raise ConfigurationError(f"event must be a non-reserved event name, not {event!r}")
+        if not isinstance(namespace, str) or not namespace.startswith("/"):
+            raise ConfigurationError(f"namespace must start with '/', not {namespace!r}")
+        if notify not in ("rooms", "namespace", "none"):
+            raise ConfigurationError(
+                f"notify must be 'rooms', 'namespace' or 'none', not {notify!r}"
+            )
+        if engineio not in ("check", "fix", "ignore"):
+            raise ConfigurationError(
+                f"engineio must be 'check', 'fix' or 'ignore', not {engineio!r}"
+            )
+        if engineio != "ignore":
+            check_engineio(sio, fix=engineio == "fix")
+        self.interval = float(interval)
+        self.misses = misses
+        self._timeout = self.interval * misses
+        if min_beat_gap is None:
+            min_beat_gap = self.interval / 10
+        if not (math.isfinite(min_beat_gap) and 0 <= min_beat_gap < self.interval):
+            raise ConfigurationError(
+                f"min_beat_gap must be >= 0 and below the interval, not {min_beat_gap!r}"
+            )
+        self._min_gap = float(min_beat_gap)
+        if callback_timeout is not None and not (
+            math.isfinite(callback_timeout) and callback_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"callback_timeout must be > 0 or None, not {callback_timeout!r}"
+            )
+        self._callback_timeout = callback_timeout
+        self._owns_monitor = monitor is None
+        if monitor is None:
+            monitor = HeartbeatMonitor(self._timeout, resolution=resolution, clock=clock)
+        elif resolution is not None or clock is not None:
+            raise ConfigurationError("resolution and clock belong to the monitor you passed")
+        self._monitor = monitor
+        self._track_timeout = None if monitor.tracker.timeout == self._timeout else self._timeout
+        self._beat = monitor.beat
+        clock_now = monitor.clock.now
+        self._now: Callable[[], float] = (
+            time.monotonic if isinstance(monitor.clock, MonotonicClock) else clock_now
+        )
+        self._sio = sio
+        self._namespace = namespace
+        self._event = event
+        self._any_event = any_event
+        self._identify = identify
+        self._room = room
+        self._notify = notify
+        self._not_handled = sio.not_handled
+        self._gone_callbacks: list[tuple[GoneCallback, bool]] = []
+        if callable(on_gone):
+            self.on_gone(on_gone)
+        elif on_gone is not None:
+            for callback in on_gone:
+                self.on_gone(callback)
+        self._peers: dict[Hashable, _Peer] = {}
+        self._peer_of_sid: dict[str, _Peer] = {}
+        self._closing = False
+        self.stats = SocketIOStats()
+        monitor.on_expire(self._on_expired)
+        self._original: Callable[..., Awaitable[Any]] = original
+        sio._trigger_event = self._trigger_event
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def monitor(self) -> HeartbeatMonitor:
+        return self._monitor
+
+    @property
+    def sio(self) -> socketio.AsyncServer:
+        return self._sio
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def timeout(self) -> float:
+        """``interval * misses``: how long a peer may stay silent."""
+        return self._timeout
+
+    def on_gone(self, callback: GoneCallback) -> GoneCallback:
+        """Register a cleanup callback ``(peer, reason)``, plain or async; usable as a decorator."""
+        if not callable(callback):
+            raise ConfigurationError(f"on_gone needs a callable, not {callback!r}")
+        self._gone_callbacks.append((callback, _is_async(callback)))
+        return callback
+
+    def peers(self) -> list[Hashable]:
+        """A snapshot of the peer ids being watched."""
+        return [peer.id for peer in self._peers.values()]
+
+    def peer_of(self, sid: str) -> Hashable | None:
+        """The peer id a connection beats for, or ``None`` if it is not watched."""
+        peer = self._peer_of_sid.get(sid)
+        return None if peer is None else peer.id
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    async def __aenter__(self) -> Self:
+        self._stack = None
+        if self._owns_monitor:
+            await self._monitor.__aenter__()
+            self._stack = self._monitor
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+        finally:
+            monitor = self._stack
+            self._stack = None
+            if monitor is not None:
+                await monitor.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self, reason: str = Reason.SERVER_SHUTDOWN) -> None:
+        """End every peer with ``reason`` (no ``peer_gone`` is sent) and refuse new ones."""
+        self._closing = True
+        ending = [peer for peer in self._peers.values() if self._mark_gone(peer, reason)]
+        for peer in ending:
+            await self._disconnect(peer)
+        for peer in ending:
+            await self._finish(peer, reason, notify=False)
+
+    # -- the wrapped _trigger_event ------------------------------------------------------
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        if namespace == self._namespace:
+            if event == self._event:
+                self._on_beat(args[0])
+                result = await self._original(event, namespace, *args)
+                # The adapter handles the heartbeat: a client that asks for an ack gets one.
+                return None if result is self._not_handled else result
+            if event == "connect":
+                return await self._on_connect(args)
+            if event == "disconnect":
+                return await self._on_disconnect(args)
+            if self._any_event:
+                self._on_beat(args[0])
+        return await self._original(event, namespace, *args)
+
+    def _on_beat(self, sid: str) -> None:
+        peer = self._peer_of_sid.get(sid)
+        if peer is None:
+            self._unknown(sid)
+            return
+        now = self._now()
+        if now - peer.last_counted < self._min_gap:
+            peer.limited += 1
+            self.stats.beats_limited += 1
+            if peer.limited % _LOG_EVERY == 1:
+                _logger.warning(
+                    "heartbeat_monitor.socketio.beats_limited",
+                    peer=peer.id,
+                    sid=sid,
+                    dropped=peer.limited,
+                    min_beat_gap=self._min_gap,
+                )
+            return
+        peer.last_counted = now
+        if self._beat(peer.key):
+            self.stats.beats += 1
+        else:
+            self._unknown(sid)
+
+    def _unknown(self, sid: object) -> None:
+        self.stats.unknown_peer += 1
+        if self.stats.unknown_peer % _LOG_EVERY == 1:
+            _logger.warning(
+                "heartbeat_monitor.socketio.unknown_peer",
+                sid=repr(sid)[:80],
+                namespace=self._namespace,
+                count=self.stats.unknown_peer,
+            )
+
+    async def _on_connect(self, args: tuple[Any, ...]) -> Any:
+        sid = args[0]
+        environ = args[1] if len(args) > 1 else {}
+        auth = args[2] if len(args) > 2 else None
+        if self._closing:
+            raise socketio.exceptions.ConnectionRefusedError("server shutting down")
+        identity: Hashable | None = None
+        if self._identify is not None:
+            try:
+                identity = self._identify(sid, environ, auth)
+                hash(identity)
+            except socketio.exceptions.ConnectionRefusedError:
+                raise
+            except Exception:
+                _logger.exception("heartbeat_monitor.socketio.identify_failed", sid=sid)
+                raise socketio.exceptions.ConnectionRefusedError("unidentified") from None
+        result = await self._original("connect", self._namespace, *args)
+        if result is False:
+            return result
+        try:
+            await self._connected(sid, identity)
+        except Exception:
+            _logger.exception("heartbeat_monitor.socketio.connect_failed", sid=sid)
+        return result
+
+    async def _connected(self, sid: str, identity: Hashable | None) -> None:
+        if sid in self._peer_of_sid:
+            return
+        key: Hashable = sid if identity is None else ("identity", identity)
+        peer = self._peers.get(key)
+        if peer is None:
+            peer = _Peer(sid if identity is None else identity, key)
+            self._peers[key] = peer
+            self._monitor.track(key, timeout=self._track_timeout)
+            fresh = True
+        else:
+            self._beat(key)
+            fresh = False
+        peer.sids.add(sid)
+        peer.members.add(sid)
+        self._peer_of_sid[sid] = peer
+        self.stats.connections += 1
+        _logger.info(
+            "heartbeat_monitor.socketio.peer_connected",
+            peer=peer.id,
+            sid=sid,
+            namespace=self._namespace,
+            connections=len(peer.sids),
+            new_peer=fresh,
+        )
+        if self._room is not None:
+            await self._sio.enter_room(sid, self._room, namespace=self._namespace)
+        if not self._transport_open(sid):
+            # The client vanished while the connect handler ran: python-socketio skips the
+            # disconnect event for a connection still pending, so end it here.
+            _logger.info("heartbeat_monitor.socketio.vanished_in_handshake", peer=peer.id, sid=sid)
+            await self._on_disconnect((sid, Reason.TRANSPORT_CLOSE), call_user=False)
+
+    def _transport_open(self, sid: str) -> bool:
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, self._namespace)
+        socket = self._sio.eio.sockets.get(eio_sid)
+        return socket is not None and not socket.closed and not socket.closing
+
+    async def _on_disconnect(self, args: tuple[Any, ...], *, call_user: bool = True) -> Any:
+        sid = args[0]
+        reason = args[1] if len(args) > 1 else Reason.CLIENT_DISCONNECT
+        peer = self._peer_of_sid.pop(sid, None)
+        ending = False
+        if peer is not None:
+            self._collect_rooms(peer, sid)
+            peer.sids.discard(sid)
+            if peer.gone is not None:
+                if reason == Reason.SERVER_DISCONNECT:
+                    # Our own sio.disconnect(): tell the user's handler why.
+                    args = (sid, peer.gone, *args[2:])
+            elif not peer.sids:
+                ending = self._mark_gone(peer, str(reason))
+        try:
+            if call_user:
+                return await self._original("disconnect", self._namespace, *args)
+            return None
+        finally:
+            if ending:
+                assert peer is not None
+                with anyio.CancelScope(shield=True):
+                    await self._finish(peer, str(reason))
+
+    # -- ending a peer -----------------------------------------------------------------------
+
+    def _mark_gone(self, peer: _Peer, reason: str) -> bool:
+        """The one place a peer becomes gone: ``True`` the first time only."""
+        if peer.gone is not None:
+            return False
+        peer.gone = reason
+        self._monitor.untrack(peer.key)
+        if self._peers.get(peer.key) is peer:
+            del self._peers[peer.key]
+        gone = self.stats.gone
+        gone[reason] = gone.get(reason, 0) + 1
+        return True
+
+    async def _on_expired(self, event: Expired) -> None:
+        peer = self._peers.get(event.key)
+        if peer is None or not self._mark_gone(peer, Reason.HEARTBEAT_TIMEOUT):
+            return
+        await self._disconnect(peer)
+        await self._finish(
+            peer, Reason.HEARTBEAT_TIMEOUT, silent_for=event.expired_at - event.last_beat
+        )
+
+    async def _disconnect(self, peer: _Peer) -> None:
+        for sid in list(peer.sids):
+            self._collect_rooms(peer, sid)
+        for sid in list(peer.sids):
+            try:
+                await self._sio.disconnect(sid, namespace=self._namespace)
+            except Exception:
+                self.stats.callback_failures += 1
+                _logger.exception(
+                    "heartbeat_monitor.socketio.disconnect_failed", peer=peer.id, sid=sid
+                )
+            # A sid python-socketio no longer knows never reaches _on_disconnect: drop it here.
+            if self._peer_of_sid.get(sid) is peer:
+                del self._peer_of_sid[sid]
+            peer.sids.discard(sid)
+
+    def _collect_rooms(self, peer: _Peer, sid: str) -> None:
+        if self._notify != "rooms":
+            return
+        try:
+            rooms = self._sio.rooms(sid, namespace=self._namespace)
+        except Exception:
+            return
+        peer.rooms.update(room for room in rooms if room != sid)
+
+    async def _finish(
+        self, peer: _Peer, reason: str, *, notify: bool = True, silent_for: float | None = None
+    ) -> None:
+        _logger.info(
+            "heartbeat_monitor.socketio.peer_gone",
+            peer=peer.id,
+            reason=reason,
+            namespace=self._namespace,
+            **({} if silent_for is None else {"silent_for": round(silent_for, 6)}),
+        )
+        for callback, is_async in self._gone_callbacks:
+            try:
+                if not is_async:
+                    callback(peer.id, reason)
+                elif self._callback_timeout is None:
+                    await callback(peer.id, reason)  # type: ignore[misc]
+                else:
+                    with anyio.move_on_after(self._callback_timeout) as scope:
+                        await callback(peer.id, reason)  # type: ignore[misc]
+                    if scope.cancelled_caught:
+                        self.stats.callback_failures += 1
+                        _logger.error(
+                            "heartbeat_monitor.socketio.callback_timeout",
+                            callback=repr(callback),
+                            peer=peer.id,
+                        )
+            except Exception:
+                self.stats.callback_failures += 1
+                _logger.exception(
+                    "heartbeat_monitor.socketio.callback_failed",
+                    callback=repr(callback),
+                    peer=peer.id,
+                )
+        if notify and self._notify != "none":
+            await self._send_gone(peer, reason)
+
+    async def _send_gone(self, peer: _Peer, reason: str) -> None:
+        if self._notify == "rooms":
+            rooms = [room for room in peer.rooms if room not in peer.members]
+            if not rooms:
+                return  # an empty list would broadcast to the whole namespace
+            to: list[Hashable] | None = rooms
+        else:
+            to = None
+        try:
+            await self._sio.emit(
+                "peer_gone",
+                {"peer": peer.id, "reason": reason},
+                to=to,
+                skip_sid=list(peer.members),
+                namespace=self._namespace,
+            )
+        except Exception:
+            self.stats.callback_failures += 1
+            _logger.exception("heartbeat_monitor.socketio.notify_failed", peer=peer.id)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SocketIOAdapter namespace={self._namespace!r} event={self._event!r} "
+            f"peers={len(self._peers)} timeout={self._timeout!r}>"
+        )

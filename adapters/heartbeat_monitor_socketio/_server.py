@@ -1,0 +1,142 @@
+"""A ready-made server: python-socketio under uvicorn (ASGI, path ``/socket.io/``) with the adapter.
+
+Used by ``heartbeat-monitor serve`` and ``demo``, and by the tests (real
+connections on loopback). ``async with SocketIOServer(adapter) as server:``
+listens on ``server.url`` until the block ends; ``await server.serve()`` runs
+until :meth:`stop` (or Ctrl-C when ``signals=True``). On the way out every
+peer is ended with the reason ``"server shutdown"`` before uvicorn closes the
+connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Self, final
+
+import anyio
+import anyio.abc
+import uvicorn
+
+import socketio
+
+from ._adapter import SocketIOAdapter
+
+__all__ = ("SocketIOServer",)
+
+
+class _Uvicorn(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, adapter: SocketIOAdapter, *, signals: bool) -> None:
+        super().__init__(config)
+        self._adapter = adapter
+        self._signals = signals
+        self.ready = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if not self._signals:
+            yield
+            return
+        with super().capture_signals():
+            yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        sio = self._adapter.sio
+        with anyio.CancelScope(shield=True):
+            await self._adapter.aclose()
+            with contextlib.suppress(Exception):
+                await sio.eio.disconnect()
+            await super().shutdown(sockets)
+            await sio.shutdown()
+
+
+@final
+class SocketIOServer:
+    """Serve ``adapter.sio`` under uvicorn on ``host:port`` (port 0: a free one)."""
+
+    __slots__ = ("_exit", "_server", "_socket", "_task_group", "adapter", "host", "path", "port")
+
+    def __init__(
+        self,
+        adapter: SocketIOAdapter,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = "socket.io",
+        signals: bool = False,
+        graceful_timeout: int = 2,
+        log_level: str = "warning",
+        other_asgi_app: Any = None,
+    ) -> None:
+        self.adapter = adapter
+        self.host = host
+        self.path = path.strip("/")
+        app = socketio.ASGIApp(adapter.sio, other_asgi_app=other_asgi_app, socketio_path=self.path)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            log_level=log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=graceful_timeout,
+            ws="websockets-sansio",
+        )
+        self._server = _Uvicorn(config, adapter, signals=signals)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.port: int = self._socket.getsockname()[1]
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until :meth:`stop`; ``task_status.started()`` once it accepts connections."""
+        server = self._server
+        async with anyio.create_task_group() as task_group:
+
+            async def run() -> None:
+                try:
+                    await server.serve(sockets=[self._socket])
+                finally:
+                    task_group.cancel_scope.cancel()
+
+            task_group.start_soon(run)
+            await server.ready.wait()
+            task_status.started()
+
+    def stop(self) -> None:
+        """Ask the server to shut down (it ends every peer with ``"server shutdown"``)."""
+        self._server.should_exit = True
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.adapter)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            await task_group.start(self.serve)
+            self._task_group = task_group
+            self._exit = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.stop()
+        exit_stack = self._exit
+        del self._exit
+        return await exit_stack.__aexit__(exc_type, exc, tb)

@@ -1,0 +1,166 @@
+"""Fixtures for the Socket.IO adapter: a real server and real clients on loopback.
+
+How to test it end to end
+-------------------------
+``start_server`` (a fixture) starts a real python-socketio ``AsyncServer`` with a
+:class:`SocketIOAdapter` under real uvicorn on a free 127.0.0.1 port and returns
+a :class:`Live` (``live.url``, ``live.sio``, ``live.adapter``, and ``live.gone``:
+every ``(peer, reason)`` the adapter's ``on_gone`` saw, with ``await
+live.wait_gone(n)``). Clients are real: ``await live.client()`` connects a
+python-socketio ``AsyncClient`` that records the ``peer_gone`` events it gets;
+node clients run ``tests/js/client.mjs``. Every wait is bounded
+(``anyio.fail_after``); nothing sleeps and hopes. Everything is stopped at the
+end of the test, server shutdown included.
+
+    async def test_x(start_server):
+        live = await start_server(interval=0.2, misses=2)
+        a = await live.client(beat=True)
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any
+
+import anyio
+import pytest
+
+import socketio
+from heartbeat_monitor_socketio import HeartbeatClient, SocketIOAdapter, SocketIOServer
+
+#: The bound added to ``interval * misses + resolution`` for detection on loopback.
+SLACK = 1.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """python-socketio runs on asyncio only."""
+    return "asyncio"
+
+
+class Changes:
+    """A list that can be awaited until it holds ``n`` items (bounded)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = anyio.Event()
+
+    def append(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait(self, n: int, within: float = 5.0) -> list[Any]:
+        with anyio.fail_after(within):
+            while len(self.items) < n:
+                await self._changed.wait()
+        return self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Client:
+    """A python-socketio AsyncClient that records ``peer_gone`` and its own disconnect."""
+
+    def __init__(self, url: str, namespace: str, interval: float) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.url = url
+        self.namespace = namespace
+        self.peer_gone = Changes()
+        self.disconnects = Changes()
+        self.heartbeat = HeartbeatClient(self.sio, interval, namespace=namespace)
+        self.sio.on("peer_gone", self.peer_gone.append, namespace=namespace)
+        self.sio.on("disconnect", self.disconnects.append, namespace=namespace)
+
+    @property
+    def sid(self) -> str:
+        sid = self.sio.get_sid(self.namespace)
+        assert sid is not None
+        return str(sid)
+
+    async def connect(self, *, auth: Any = None, transports: list[str] | None = None) -> None:
+        await self.sio.connect(
+            self.url,
+            namespaces=[self.namespace],
+            auth=auth,
+            transports=transports or ["websocket"],
+            wait_timeout=5,
+        )
+
+    async def close(self) -> None:
+        await self.heartbeat.stop()
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect()
+
+
+class Live:
+    def __init__(self, server: SocketIOServer, gone: Changes) -> None:
+        self.server = server
+        self.adapter: SocketIOAdapter = server.adapter
+        self.sio: socketio.AsyncServer = server.adapter.sio
+        self.url = server.url
+        self.gone = gone
+        self.clients: list[Client] = []
+
+    async def wait_gone(self, n: int, within: float = 5.0) -> list[tuple[Hashable, str]]:
+        return await self.gone.wait(n, within)
+
+    async def client(
+        self,
+        *,
+        beat: bool = True,
+        auth: Any = None,
+        transports: list[str] | None = None,
+        namespace: str | None = None,
+    ) -> Client:
+        client = Client(self.url, namespace or self.adapter.namespace, self.adapter.interval)
+        self.clients.append(client)
+        await client.connect(auth=auth, transports=transports)
+        if beat:
+            client.heartbeat.start()
+        return client
+
+
+StartServer = Callable[..., Awaitable[Live]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start uvicorn + python-socketio + SocketIOAdapter on a free loopback port (see module doc).
+
+    Keyword arguments go to :class:`SocketIOAdapter`; ``sio_options`` to
+    ``socketio.AsyncServer``; ``setup(sio)`` may register the user's handlers first.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        lives: list[Live] = []
+
+        async def start(
+            *,
+            sio_options: dict[str, Any] | None = None,
+            setup: Callable[[socketio.AsyncServer], object] | None = None,
+            **adapter_options: Any,
+        ) -> Live:
+            sio = socketio.AsyncServer(async_mode="asgi", **(sio_options or {}))
+            if setup is not None:
+                setup(sio)
+            gone = Changes()
+            adapter_options.setdefault("room", "peers")
+            adapter = SocketIOAdapter(
+                sio, on_gone=lambda peer, reason: gone.append((peer, reason)), **adapter_options
+            )
+            server = SocketIOServer(adapter)
+            await stack.enter_async_context(server)
+            live = Live(server, gone)
+            lives.append(live)
+            return live
+
+        try:
+            yield start
+        finally:
+            with anyio.CancelScope(shield=True):
+                for live in lives:
+                    for client in live.clients:
+                        await client.close()
