@@ -122,6 +122,7 @@ class HeartbeatMonitor:
     __slots__ = (
         "__weakref__",
         "_batch_size",
+        "_busy",
         "_callback_timeout",
         "_exit_stack",
         "_expire_callbacks",
@@ -179,6 +180,7 @@ class HeartbeatMonitor:
         self._streams: set[EventStream] = set()
         self._pending: deque[tuple[Callable[[Expired], Awaitable[object]], Expired]] = deque()
         self._workers = 0
+        self._busy = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self._progress: anyio.Event | None = None
@@ -264,7 +266,9 @@ class HeartbeatMonitor:
         if self._running:
             raise RuntimeError("this HeartbeatMonitor is already running")
         clock = self._tracker.clock
-        unsubscribe = clock.subscribe(self._clock_moved) if isinstance(clock, VirtualClock) else None
+        unsubscribe = (
+            clock.subscribe(self._clock_moved) if isinstance(clock, VirtualClock) else None
+        )
         self._running = True
         self._stopping = False
         _logger.debug(
@@ -316,7 +320,7 @@ class HeartbeatMonitor:
     async def _drive(self, *, virtual: bool) -> None:
         tracker = self._tracker
         clock = tracker.clock
-        while not self._stopping:
+        while not self._stop_requested():
             expired = tracker.poll(limit=self._batch_size)
             if expired:
                 self._dispatch(expired)
@@ -327,7 +331,7 @@ class HeartbeatMonitor:
                 continue
             self._idle_at = now
             self._notify_progress()
-            if self._stopping:
+            if self._stop_requested():  # a callback may have called stop()
                 break
             wake = self._wake = anyio.Event()
             self._target = deadline
@@ -337,6 +341,9 @@ class HeartbeatMonitor:
                 with anyio.move_on_after(deadline - now):
                     await wake.wait()
             self._wake = None
+
+    def _stop_requested(self) -> bool:
+        return self._stopping
 
     def _clock_moved(self) -> None:
         if self._wake is not None:
@@ -374,7 +381,12 @@ class HeartbeatMonitor:
                     )
         task_group = self._task_group
         assert task_group is not None
-        while pending and self._workers < min(self._max_concurrent, len(pending)):
+        # Idle workers will take what is queued; start more only for the rest, up to the cap.
+        while (
+            pending
+            and self._workers < self._max_concurrent
+            and (self._workers - self._busy < len(pending))
+        ):
             self._workers += 1
             task_group.start_soon(self._callback_worker)
 
@@ -384,6 +396,7 @@ class HeartbeatMonitor:
         try:
             while pending:
                 callback, event = pending.popleft()
+                self._busy += 1
                 try:
                     if timeout is None:
                         await callback(event)
@@ -401,6 +414,8 @@ class HeartbeatMonitor:
                     _logger.exception(
                         "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
                     )
+                finally:
+                    self._busy -= 1
         finally:
             self._workers -= 1
             if not self._workers:

@@ -276,7 +276,9 @@ class LivenessTracker:
                 if bucket_of.get(key) is not bucket:
                     continue  # stale: untracked, expired or placed elsewhere since
                 last = last_of[key]
-                deadline = last + (timeouts.get(key, default_timeout) if timeouts else default_timeout)
+                deadline = last + (
+                    timeouts.get(key, default_timeout) if timeouts else default_timeout
+                )
                 if now > deadline:
                     del last_of[key]
                     del bucket_of[key]
