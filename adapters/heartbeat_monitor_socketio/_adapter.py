@@ -41,10 +41,10 @@ from typing import Any, Final, Literal, Self, final
 
 import anyio
 import structlog
-from heartbeat_monitor import Clock as _Clock
-from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
 
 import socketio
+from heartbeat_monitor import Clock as _Clock
+from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
 
 __all__ = (
     "GoneCallback",
@@ -234,7 +234,7 @@ class SocketIOAdapter:
         monitor: HeartbeatMonitor | None = None,
         *,
         interval: float = 5.0,
-        misses: int = 2,
+        misses: float = 2,
         event: str = "heartbeat",
         namespace: str = "/",
         any_event: bool = False,
@@ -256,8 +256,12 @@ class SocketIOAdapter:
                 "this python-socketio has no coroutine AsyncServer._trigger_event; "
                 "the adapter supports python-socketio 5.x"
             )
-        if isinstance(misses, bool) or not isinstance(misses, int) or misses < 1:
-            raise ConfigurationError(f"misses must be an int >= 1, not {misses!r}")
+        if (
+            isinstance(misses, bool)
+            or not isinstance(misses, int | float)
+            or not (math.isfinite(misses) and misses > 0)
+        ):
+            raise ConfigurationError(f"misses must be a number > 0, not {misses!r}")
         if isinstance(interval, bool) or not isinstance(interval, int | float):
             raise ConfigurationError(f"interval must be a number of seconds, not {interval!r}")
         if not (math.isfinite(interval) and interval > 0):
@@ -390,7 +394,7 @@ class SocketIOAdapter:
     async def aclose(self, reason: str = Reason.SERVER_SHUTDOWN) -> None:
         """End every peer with ``reason`` (no ``peer_gone`` is sent) and refuse new ones."""
         self._closing = True
-        ending = [peer for peer in self._peers.values() if self._mark_gone(peer, reason)]
+        ending = [peer for peer in list(self._peers.values()) if self._mark_gone(peer, reason)]
         for peer in ending:
             await self._disconnect(peer)
         for peer in ending:

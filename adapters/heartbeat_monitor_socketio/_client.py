@@ -9,9 +9,9 @@ from types import TracebackType
 from typing import Any, Self, final
 
 import structlog
-from heartbeat_monitor import ConfigurationError
 
 import socketio
+from heartbeat_monitor import ConfigurationError
 
 __all__ = ("HeartbeatClient",)
 

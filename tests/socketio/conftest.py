@@ -72,14 +72,15 @@ class Client:
         self.peer_gone = Changes()
         self.disconnects = Changes()
         self.heartbeat = HeartbeatClient(self.sio, interval, namespace=namespace)
+        self._sid: str | None = None
         self.sio.on("peer_gone", self.peer_gone.append, namespace=namespace)
         self.sio.on("disconnect", self.disconnects.append, namespace=namespace)
 
     @property
     def sid(self) -> str:
-        sid = self.sio.get_sid(self.namespace)
-        assert sid is not None
-        return str(sid)
+        """The sid this client had when it connected (what the server calls the peer)."""
+        assert self._sid is not None
+        return self._sid
 
     async def connect(self, *, auth: Any = None, transports: list[str] | None = None) -> None:
         await self.sio.connect(
@@ -89,6 +90,7 @@ class Client:
             transports=transports or ["websocket"],
             wait_timeout=5,
         )
+        self._sid = self.sio.get_sid(self.namespace)
 
     async def close(self) -> None:
         await self.heartbeat.stop()
@@ -164,3 +166,54 @@ async def start_server() -> AsyncIterator[StartServer]:
                 for live in lives:
                     for client in live.clients:
                         await client.close()
+
+
+class RawClient:
+    """Engine.IO/Socket.IO v4 spoken by hand over a websocket: for abrupt and malformed clients."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.sid: str | None = None
+        self.received: list[str] = []
+
+    @classmethod
+    async def open(cls, url: str) -> RawClient:
+        from websockets.asyncio.client import connect
+
+        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        ws = await connect(ws_url)
+        client = cls(ws)
+        opening = await client.recv()
+        assert opening.startswith("0{"), opening
+        return client
+
+    async def recv(self, within: float = 5.0) -> str:
+        with anyio.fail_after(within):
+            message = await self.ws.recv()
+        text = message if isinstance(message, str) else message.decode("latin-1")
+        if text == "2":  # engine.io ping: answer it, keep reading
+            await self.ws.send("3")
+            return await self.recv(within)
+        self.received.append(text)
+        return text
+
+    async def connect(self, namespace: str = "/", auth: Any = None) -> str:
+        import json
+
+        prefix = "40" if namespace == "/" else f"40{namespace},"
+        await self.ws.send(prefix + ("" if auth is None else json.dumps(auth)))
+        reply = await self.recv()
+        assert reply.startswith(prefix.rstrip(",")), reply
+        self.sid = json.loads(reply[reply.index("{") :])["sid"]
+        return self.sid
+
+    async def send(self, text: str | bytes) -> None:
+        await self.ws.send(text)
+
+    def abort(self) -> None:
+        """Drop the TCP connection: no close frame, no Socket.IO goodbye."""
+        self.ws.transport.abort()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
