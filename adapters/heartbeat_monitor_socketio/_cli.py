@@ -267,7 +267,8 @@ async def _demo_client(
             goes_silent_after=silent_after,
             leaves_after=leave_after,
         )
-        async with HeartbeatClient(client, args.interval, event=args.event, namespace=args.namespace):
+        beating = HeartbeatClient(client, args.interval, event=args.event, namespace=args.namespace)
+        async with beating:
             if leave_after is not None:
                 await anyio.sleep(leave_after)
                 logger.info("heartbeat_monitor.demo.client_leaving", client=name)
