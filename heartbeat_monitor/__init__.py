@@ -9,8 +9,26 @@ from __future__ import annotations
 
 from ._clock import Clock, ManualClock, MonotonicClock, VirtualClock
 from ._errors import ConfigurationError, HeartbeatMonitorError, PeerError
-from ._events import Event, Expired
+from ._events import (
+    Event,
+    Expired,
+    PeerEvent,
+    Recovered,
+    Stalled,
+    StormEnded,
+    StormStarted,
+    Suspected,
+)
 from ._monitor import EventStream, ExpireCallback, HeartbeatMonitor
+from ._policy import (
+    FixedTimeout,
+    History,
+    MissedBeats,
+    PhiAccrual,
+    PhiHistory,
+    Policy,
+    StatefulPolicy,
+)
 from ._wheel import LivenessTracker
 
 __all__ = (
@@ -20,12 +38,25 @@ __all__ = (
     "EventStream",
     "ExpireCallback",
     "Expired",
+    "FixedTimeout",
     "HeartbeatMonitor",
     "HeartbeatMonitorError",
+    "History",
     "LivenessTracker",
     "ManualClock",
+    "MissedBeats",
     "MonotonicClock",
     "PeerError",
+    "PeerEvent",
+    "PhiAccrual",
+    "PhiHistory",
+    "Policy",
+    "Recovered",
+    "Stalled",
+    "StatefulPolicy",
+    "StormEnded",
+    "StormStarted",
+    "Suspected",
     "VirtualClock",
 )
 

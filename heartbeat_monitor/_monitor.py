@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import Self, final
+from typing import Any, Self, final
 
 import anyio
 import anyio.abc
@@ -25,13 +24,38 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._clock import Clock, VirtualClock
 from ._errors import ConfigurationError
-from ._events import Event, Expired
+from ._events import (
+    Event,
+    Expired,
+    PeerEvent,
+    Recovered,
+    Stalled,
+    StormEnded,
+    StormStarted,
+    Suspected,
+)
+from ._policy import Policy
+from ._validate import optional_seconds
 from ._wheel import LivenessTracker
 
 __all__ = ("EventStream", "ExpireCallback", "HeartbeatMonitor")
 
 #: A callback run for each expiry: a plain function or an ``async def``.
 ExpireCallback = Callable[[Expired], object] | Callable[[Expired], Awaitable[object]]
+_Callback = Callable[[Any], object]
+
+#: Sentinel: the self-pause guard's default (on for real clocks, off for virtual ones).
+_AUTO: Any = object()
+
+#: structlog event name and level for each kind of event.
+_LOG: dict[type[Event], tuple[str, str]] = {
+    Expired: ("heartbeat_monitor.peer_expired", "info"),
+    Suspected: ("heartbeat_monitor.peer_suspected", "info"),
+    Recovered: ("heartbeat_monitor.peer_recovered", "info"),
+    StormStarted: ("heartbeat_monitor.storm_started", "warning"),
+    StormEnded: ("heartbeat_monitor.storm_ended", "warning"),
+    Stalled: ("heartbeat_monitor.stall_detected", "warning"),
+}
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -105,7 +129,7 @@ class EventStream:
 
 @final
 class HeartbeatMonitor:
-    """Runs a :class:`LivenessTracker` on anyio (asyncio or trio) and dispatches expiries.
+    """Runs a :class:`LivenessTracker` on anyio (asyncio or trio) and dispatches its events.
 
     ``async with HeartbeatMonitor(timeout=10) as monitor:`` runs the driver in
     the background; ``await task_group.start(monitor.run)`` embeds it in a task
@@ -113,10 +137,22 @@ class HeartbeatMonitor:
     from the event loop's thread; ``beat`` is the tracker's own method, bound,
     so it costs no more than calling the tracker.
 
-    Expiry callbacks (``on_expire``) may be plain or async functions. Plain ones
-    run inline; async ones run concurrently, at most ``max_concurrent_callbacks``
-    at a time, each cut off after ``callback_timeout`` seconds if given. A
-    callback that raises is logged with its traceback and changes nothing else.
+    ``timeout`` is seconds or a policy (``MissedBeats(5, 2)``, ``PhiAccrual()``);
+    ``suspect``, ``storm_share`` and ``storm_max_hold`` are passed to the tracker.
+
+    Callbacks (``on_expire``, ``on_suspect``, ``on_recover``, ``on_storm``,
+    ``on_stall``) may be plain or async functions. Plain ones run inline; async
+    ones run concurrently, at most ``max_concurrent_callbacks`` at a time, each
+    cut off after ``callback_timeout`` seconds if given. A callback that raises
+    is logged with its traceback and changes nothing else.
+
+    **Self-pause guard.** The driver measures how late it wakes (``loop_lag``).
+    When it wakes more than ``stall_limit`` seconds late, its own event loop was
+    stalled, and beats may be waiting unread in socket buffers: it grants every
+    peer ``stall_grace`` seconds (default: the timeout) from that moment before
+    anyone is suspected or expired, and emits :class:`Stalled`. Default
+    ``stall_limit``: ``max(1 s, 2 * resolution)`` on a real clock; off on a
+    virtual clock (where jumping is how tests move time), unless given.
     """
 
     __slots__ = (
@@ -124,13 +160,15 @@ class HeartbeatMonitor:
         "_batch_size",
         "_busy",
         "_callback_timeout",
+        "_callbacks",
         "_exit_stack",
-        "_expire_callbacks",
         "_idle_at",
         "_max_concurrent",
         "_pending",
         "_progress",
         "_running",
+        "_stall_grace",
+        "_stall_limit",
         "_stopping",
         "_streams",
         "_target",
@@ -139,6 +177,8 @@ class HeartbeatMonitor:
         "_wake",
         "_workers",
         "beat",
+        "loop_lag",
+        "max_loop_lag",
         "untrack",
     )
 
@@ -146,39 +186,65 @@ class HeartbeatMonitor:
     beat: Callable[[Hashable], bool]
     #: Stop watching a key without expiring it; ``False`` if it was not tracked.
     untrack: Callable[[Hashable], bool]
+    #: How late the driver woke last time, and the most it ever did (seconds).
+    loop_lag: float
+    max_loop_lag: float
 
     def __init__(
         self,
-        timeout: float,
+        timeout: float | Policy,
         *,
         resolution: float | None = None,
         clock: Clock | None = None,
         on_expire: ExpireCallback | None = None,
+        on_suspect: _Callback | None = None,
+        on_recover: _Callback | None = None,
+        on_storm: _Callback | None = None,
+        on_stall: _Callback | None = None,
+        suspect: float | None = None,
+        storm_share: float | None = None,
+        storm_max_hold: float | None = None,
+        stall_limit: float | None = _AUTO,
+        stall_grace: float | None = None,
         max_concurrent_callbacks: int = 64,
         callback_timeout: float | None = None,
         batch_size: int = 5_000,
     ) -> None:
-        self._tracker = LivenessTracker(timeout, resolution=resolution, clock=clock)
+        self._tracker = LivenessTracker(
+            timeout,
+            resolution=resolution,
+            clock=clock,
+            suspect=suspect,
+            storm_share=storm_share,
+            storm_max_hold=storm_max_hold,
+        )
         if max_concurrent_callbacks < 1:
             raise ConfigurationError(
                 f"max_concurrent_callbacks must be >= 1, not {max_concurrent_callbacks!r}"
             )
-        if callback_timeout is not None and not (
-            math.isfinite(callback_timeout) and callback_timeout > 0
-        ):
-            raise ConfigurationError(
-                f"callback_timeout must be a finite number of seconds > 0, not {callback_timeout!r}"
-            )
+        self._callback_timeout = optional_seconds("callback_timeout", callback_timeout)
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, not {batch_size!r}")
+        if stall_limit is _AUTO:
+            virtual = isinstance(self._tracker.clock, VirtualClock)
+            stall_limit = None if virtual else max(1.0, 2 * self._tracker.resolution)
+        self._stall_limit = optional_seconds("stall_limit", stall_limit)
+        grace = self._tracker.timeout if stall_grace is None else stall_grace
+        self._stall_grace: float = optional_seconds("stall_grace", grace)  # type: ignore[assignment]
         self._max_concurrent = max_concurrent_callbacks
-        self._callback_timeout = callback_timeout
         self._batch_size = batch_size
-        self._expire_callbacks: list[tuple[ExpireCallback, bool]] = []
-        if on_expire is not None:
-            self.on_expire(on_expire)
+        self._callbacks: dict[type[Event], list[tuple[_Callback, bool]]] = {}
+        for register, callback in (
+            (self.on_expire, on_expire),
+            (self.on_suspect, on_suspect),
+            (self.on_recover, on_recover),
+            (self.on_storm, on_storm),
+            (self.on_stall, on_stall),
+        ):
+            if callback is not None:
+                register(callback)
         self._streams: set[EventStream] = set()
-        self._pending: deque[tuple[Callable[[Expired], Awaitable[object]], Expired]] = deque()
+        self._pending: deque[tuple[Callable[[Any], Awaitable[object]], Event]] = deque()
         self._workers = 0
         self._busy = 0
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -188,8 +254,11 @@ class HeartbeatMonitor:
         self._idle_at: float | None = None
         self._running = False
         self._stopping = False
+        self.loop_lag = 0.0
+        self.max_loop_lag = 0.0
         self.beat = self._tracker.beat
         self.untrack = self._tracker.untrack
+        self._tracker._wakeup = self._clock_moved
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -202,13 +271,14 @@ class HeartbeatMonitor:
     def clock(self) -> Clock:
         return self._tracker.clock
 
-    def track(self, key: Hashable, *, timeout: float | None = None) -> None:
+    def track(self, key: Hashable, *, timeout: float | Policy | None = None) -> None:
         """Start watching ``key`` (counts as a beat); see :meth:`LivenessTracker.track`."""
         self._tracker.track(key, timeout=timeout)
         wake = self._wake
         if wake is not None:
             target = self._target
-            if target is None or self._tracker.next_deadline() < target:  # type: ignore[operator]
+            deadline = self._tracker.next_deadline()
+            if target is None or (deadline is not None and deadline < target):
                 wake.set()
 
     def __len__(self) -> int:
@@ -219,11 +289,35 @@ class HeartbeatMonitor:
 
     # -- callbacks and events --------------------------------------------------------------
 
+    def _register(self, kinds: tuple[type[Event], ...], callback: _Callback) -> None:
+        if not callable(callback):
+            raise ConfigurationError(f"a callback must be callable, not {callback!r}")
+        for kind in kinds:
+            self._callbacks.setdefault(kind, []).append((callback, _is_async(callback)))
+
     def on_expire(self, callback: ExpireCallback) -> ExpireCallback:
         """Register an expiry callback (plain or async); usable as a decorator."""
-        if not callable(callback):
-            raise ConfigurationError(f"on_expire needs a callable, not {callback!r}")
-        self._expire_callbacks.append((callback, _is_async(callback)))
+        self._register((Expired,), callback)
+        return callback
+
+    def on_suspect(self, callback: _Callback) -> _Callback:
+        """Register a callback for :class:`Suspected` (needs ``suspect=`` or the brake)."""
+        self._register((Suspected,), callback)
+        return callback
+
+    def on_recover(self, callback: _Callback) -> _Callback:
+        """Register a callback for :class:`Recovered`."""
+        self._register((Recovered,), callback)
+        return callback
+
+    def on_storm(self, callback: _Callback) -> _Callback:
+        """Register a callback for :class:`StormStarted` and :class:`StormEnded`."""
+        self._register((StormStarted, StormEnded), callback)
+        return callback
+
+    def on_stall(self, callback: _Callback) -> _Callback:
+        """Register a callback for :class:`Stalled`."""
+        self._register((Stalled,), callback)
         return callback
 
     def events(self, *, max_buffer: int = 10_000) -> EventStream:
@@ -269,6 +363,7 @@ class HeartbeatMonitor:
         unsubscribe = (
             clock.subscribe(self._clock_moved) if isinstance(clock, VirtualClock) else None
         )
+        virtual = unsubscribe is not None
         self._running = True
         self._stopping = False
         _logger.debug(
@@ -281,7 +376,7 @@ class HeartbeatMonitor:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
                 task_status.started()
-                await self._drive(virtual=unsubscribe is not None)
+                await self._drive(virtual=virtual)
         finally:
             self._task_group = None
             self._running = False
@@ -294,7 +389,7 @@ class HeartbeatMonitor:
             _logger.debug("heartbeat_monitor.stopped", peers=len(self._tracker))
 
     async def wait_idle(self) -> None:
-        """Return once every expiry due at the current clock time is dispatched.
+        """Return once every event due at the current clock time is dispatched.
 
         That is: the driver has polled at (or after) the time this was called,
         found nothing more due, and no async callback is running. Meant for
@@ -306,6 +401,7 @@ class HeartbeatMonitor:
         while not (
             self._idle_at is not None
             and self._idle_at >= target
+            and not self._due(target)
             and not self._pending
             and self._workers == 0
         ):
@@ -320,13 +416,26 @@ class HeartbeatMonitor:
     async def _drive(self, *, virtual: bool) -> None:
         tracker = self._tracker
         clock = tracker.clock
+        stall_limit = self._stall_limit
         while not self._stop_requested():
-            expired = tracker.poll(limit=self._batch_size)
-            if expired:
-                self._dispatch(expired)
+            now = clock.now()
+            target = self._target
+            if target is not None:
+                lag = max(now - target, 0.0)
+                self.loop_lag = lag
+                if lag > self.max_loop_lag:
+                    self.max_loop_lag = lag
+                if stall_limit is not None and lag > stall_limit:
+                    grace_until = now + self._stall_grace
+                    tracker.grant_grace(grace_until)
+                    self._dispatch([Stalled(lag=lag, grace_until=grace_until, at=now)])
+            events = tracker.poll_events(limit=self._batch_size)
+            if events:
+                self._dispatch(events)
             deadline = tracker.next_deadline()
             now = clock.now()
             if deadline is not None and deadline <= now:
+                self._target = now
                 await anyio.lowlevel.checkpoint()  # more is due: let the loop breathe, go on
                 continue
             self._idle_at = now
@@ -342,6 +451,10 @@ class HeartbeatMonitor:
                     await wake.wait()
             self._wake = None
 
+    def _due(self, now: float) -> bool:
+        deadline = self._tracker.next_deadline()
+        return deadline is not None and deadline <= now
+
     def _stop_requested(self) -> bool:
         return self._stopping
 
@@ -355,40 +468,50 @@ class HeartbeatMonitor:
             self._progress = None
             progress.set()
 
-    def _dispatch(self, expired: list[Expired]) -> None:
-        info = _logger.info
-        for event in expired:
-            info(
-                "heartbeat_monitor.peer_expired",
-                peer=event.key,
-                silent_for=round(event.expired_at - event.last_beat, 6),
-                late_by=round(event.late_by, 6),
-            )
+    def _dispatch(self, events: list[Event]) -> None:
+        log = _logger
+        for event in events:
+            name, level = _LOG.get(type(event), ("heartbeat_monitor.event", "info"))
+            if isinstance(event, Expired):
+                log.info(
+                    name,
+                    peer=event.key,
+                    silent_for=round(event.expired_at - event.last_beat, 6),
+                    late_by=round(event.late_by, 6),
+                )
+            elif isinstance(event, PeerEvent):
+                getattr(log, level)(name, peer=event.key)
+            else:
+                getattr(log, level)(name, **_fields(event))
         for stream in tuple(self._streams):
-            for event in expired:
+            for event in events:
                 stream._offer(event)
-        pending = self._pending
-        for callback, is_async in self._expire_callbacks:
-            if is_async:
-                pending.extend((callback, event) for event in expired)  # type: ignore[misc]
-                continue
-            for event in expired:
-                try:
-                    callback(event)
-                except Exception:
-                    _logger.exception(
-                        "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
-                    )
-        task_group = self._task_group
-        assert task_group is not None
-        # Idle workers will take what is queued; start more only for the rest, up to the cap.
-        while (
-            pending
-            and self._workers < self._max_concurrent
-            and (self._workers - self._busy < len(pending))
-        ):
-            self._workers += 1
-            task_group.start_soon(self._callback_worker)
+        callbacks = self._callbacks
+        if callbacks:
+            pending = self._pending
+            for event in events:
+                for callback, is_async in callbacks.get(type(event), ()):
+                    if is_async:
+                        pending.append((callback, event))  # type: ignore[arg-type]
+                        continue
+                    try:
+                        callback(event)
+                    except Exception:
+                        _logger.exception(
+                            "heartbeat_monitor.callback_failed",
+                            callback=repr(callback),
+                            peer=getattr(event, "key", None),
+                        )
+            task_group = self._task_group
+            assert task_group is not None
+            # Idle workers will take what is queued; start more only for the rest, up to the cap.
+            while (
+                pending
+                and self._workers < self._max_concurrent
+                and self._workers - self._busy < len(pending)
+            ):
+                self._workers += 1
+                task_group.start_soon(self._callback_worker)
 
     async def _callback_worker(self) -> None:
         pending = self._pending
@@ -397,6 +520,7 @@ class HeartbeatMonitor:
             while pending:
                 callback, event = pending.popleft()
                 self._busy += 1
+                peer = getattr(event, "key", None)
                 try:
                     if timeout is None:
                         await callback(event)
@@ -407,12 +531,12 @@ class HeartbeatMonitor:
                             _logger.error(
                                 "heartbeat_monitor.callback_timeout",
                                 callback=repr(callback),
-                                peer=event.key,
+                                peer=peer,
                                 timeout=timeout,
                             )
                 except Exception:
                     _logger.exception(
-                        "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
+                        "heartbeat_monitor.callback_failed", callback=repr(callback), peer=peer
                     )
                 finally:
                     self._busy -= 1
@@ -424,3 +548,7 @@ class HeartbeatMonitor:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<HeartbeatMonitor {state} tracker={self._tracker!r}>"
+
+
+def _fields(event: Event) -> dict[str, object]:
+    return {name: getattr(event, name) for name in event.__dataclass_fields__}

@@ -41,12 +41,39 @@ Invariants
 
 ``poll(limit=n)`` processes at most ``n`` entries and resumes where it stopped,
 so a driver can spread a million simultaneous expiries over many short steps.
+
+Beyond the fixed timeout
+------------------------
+
+* **Policies** (``_policy.py``) give each peer's timeout in closed form. A
+  stateful one (phi accrual) keeps a per-peer history that the beat updates;
+  its timeout may shrink after a beat, so such a beat re-places the peer when
+  its deadline moved before its bucket (invariant 2 holds).
+* **Suspect stage** (``suspect=f``): a peer is first placed at
+  ``last + f * timeout``; silent past that it becomes a suspect (an event) and
+  is placed at its deadline; a beat from a suspect is a recovery (an event),
+  and the peer goes back to its suspect deadline.
+* **Storm brake** (``storm_share=s``): when more than ``s`` of the tracked
+  peers (and more than 2) are suspects at once, expiries are held; a held peer
+  is re-checked every quarter timeout. The brake releases when beats bring the
+  share back down (or after ``storm_max_hold`` seconds), and peers still silent
+  then expire. It needs the suspect stage, which it turns on (``f = 0.5``) if
+  not set: suspicion comes before expiry, so the storm is seen before anyone
+  is expired by it.
+* **Grace** (``grant_grace(until)``): no one is suspected or expired before
+  ``until``. The driver grants it after its own event loop stalled, so beats
+  that waited in socket buffers during the stall are not mistaken for silence.
+
+With these, the beat takes a slower path (``_beat_full``); without them it is
+the one-line dictionary write (``_beat_fast``). ``beat`` is bound once, at
+construction, to one of the two.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections.abc import Callable, Hashable
 from typing import final
 
@@ -54,23 +81,38 @@ import structlog
 
 from ._clock import Clock, MonotonicClock
 from ._errors import ConfigurationError
-from ._events import Expired
+from ._events import (
+    Event,
+    Expired,
+    PeerEvent,
+    Recovered,
+    StormEnded,
+    StormStarted,
+    Suspected,
+)
+from ._policy import History, Policy, StatefulPolicy, as_policy
+from ._validate import fraction, optional_seconds, positive
 
 __all__ = ("DEFAULT_RESOLUTION_FRACTION", "LivenessTracker")
 
 #: Default resolution as a fraction of the timeout (capped at one second).
 DEFAULT_RESOLUTION_FRACTION = 0.1
 _MAX_DEFAULT_RESOLUTION = 1.0
+#: Suspect fraction the storm brake turns on when no suspect stage was asked for.
+_STORM_SUSPECT = 0.5
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
 
-def _check_seconds(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigurationError(f"{name} must be a finite number of seconds > 0, not {value!r}")
-    return float(value)
+def _call(callback: Callable[[PeerEvent], object] | None, event: PeerEvent) -> None:
+    if callback is None:
+        return
+    try:
+        callback(event)
+    except Exception:
+        _logger.exception(
+            "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
+        )
 
 
 @final
@@ -92,11 +134,15 @@ class LivenessTracker:
     ``clock``. Call :meth:`poll` when :meth:`next_deadline` says so (the
     :class:`~heartbeat_monitor.HeartbeatMonitor` driver does exactly that).
 
-    A peer expires when the clock is strictly past its deadline
-    (``last beat + timeout``): a beat at exactly the deadline keeps it alive.
-    ``poll()`` at time ``t`` expires every peer whose deadline is at least one
-    ``resolution`` before ``t``, may expire those whose deadline passed more
-    recently, and never one whose deadline has not passed.
+    ``timeout`` is a number of seconds or a policy (:class:`FixedTimeout`,
+    :class:`MissedBeats`, :class:`PhiAccrual`). A peer expires when the clock
+    is strictly past its deadline (``last beat + timeout``): a beat at exactly
+    the deadline keeps it alive. ``poll()`` at time ``t`` expires every peer
+    whose deadline is at least one ``resolution`` before ``t``, may expire those
+    whose deadline passed more recently, and never one whose deadline has not
+    passed. Optional stages: ``suspect`` (a fraction of the timeout after which
+    a silent peer is suspected), ``storm_share`` (the storm brake) and
+    :meth:`grant_grace`; see the module's theory of operation.
     """
 
     __slots__ = (
@@ -105,58 +151,103 @@ class LivenessTracker:
         "_buckets",
         "_clock",
         "_current",
+        "_events",
+        "_grace_until",
+        "_histories",
         "_last",
         "_now",
         "_on_expire",
+        "_on_recover",
+        "_on_suspect",
+        "_policy",
         "_resolution",
+        "_storm_armed",
+        "_storm_max_hold",
+        "_storm_share",
+        "_storm_since",
+        "_suspect",
+        "_suspects",
         "_ticks",
         "_timeout",
         "_timeouts",
+        "_wakeup",
+        "beat",
     )
+
+    #: Record a heartbeat; ``False`` if ``key`` is not tracked (it is not resurrected).
+    beat: Callable[[Hashable], bool]
 
     def __init__(
         self,
-        timeout: float,
+        timeout: float | Policy,
         *,
         resolution: float | None = None,
         clock: Clock | None = None,
         on_expire: Callable[[Expired], object] | None = None,
+        on_suspect: Callable[[Suspected], object] | None = None,
+        on_recover: Callable[[Recovered], object] | None = None,
+        suspect: float | None = None,
+        storm_share: float | None = None,
+        storm_max_hold: float | None = None,
     ) -> None:
-        self._timeout = _check_seconds("timeout", timeout)
+        self._policy = as_policy(timeout)
+        self._timeout = self._policy.timeout
         if resolution is None:
             resolution = min(self._timeout * DEFAULT_RESOLUTION_FRACTION, _MAX_DEFAULT_RESOLUTION)
-        self._resolution = _check_seconds("resolution", resolution)
+        self._resolution = positive("resolution", resolution)
         if self._resolution > self._timeout:
             raise ConfigurationError(
-                f"resolution ({resolution!r} s) must not exceed the timeout ({timeout!r} s): "
+                f"resolution ({resolution!r} s) must not exceed the timeout ({self._timeout!r} s): "
                 "it bounds how late an expiry may be"
             )
+        self._storm_share = fraction("storm_share", storm_share)
+        self._storm_max_hold = optional_seconds("storm_max_hold", storm_max_hold)
+        self._suspect = fraction("suspect", suspect)
+        if self._storm_share is not None and self._suspect is None:
+            self._suspect = _STORM_SUSPECT
         self._clock: Clock = MonotonicClock() if clock is None else clock
         now = self._clock.now
         if isinstance(self._clock, MonotonicClock):
-            import time
-
             now = time.monotonic  # skip one Python frame per beat
         self._now: Callable[[], float] = now
         self._on_expire = on_expire
+        self._on_suspect = on_suspect
+        self._on_recover = on_recover
         #: key -> clock time of the last beat.
         self._last: dict[Hashable, float] = {}
         #: key -> the bucket the peer currently sits in.
         self._bucket_of: dict[Hashable, _Bucket] = {}
-        #: key -> timeout, only for peers whose timeout is not the default.
+        #: key -> timeout, only for peers whose fixed timeout is not the default.
         self._timeouts: dict[Hashable, float] = {}
+        #: key -> beat history, only for peers under a stateful policy.
+        self._histories: dict[Hashable, History] = {}
+        #: key -> when it was suspected, for peers in the suspect stage.
+        self._suspects: dict[Hashable, float] = {}
         #: tick -> bucket, and a heap of the ticks that have one.
         self._buckets: dict[int, _Bucket] = {}
         self._ticks: list[int] = []
         #: The bucket that poll() is part-way through (with a limit), if any.
         self._current: _Bucket | None = None
+        #: Events raised outside poll() (recoveries), handed out by the next poll.
+        self._events: list[Event] = []
+        self._grace_until = -math.inf
+        self._storm_since: float | None = None
+        self._storm_armed = True
+        #: Called when a beat produced an event, so that a driver polls soon.
+        self._wakeup: Callable[[], None] | None = None
+        full = self._suspect is not None or isinstance(self._policy, StatefulPolicy)
+        self.beat = self._beat_full if full else self._beat_fast
 
     # -- configuration ---------------------------------------------------------------------
 
     @property
     def timeout(self) -> float:
-        """The default timeout, in seconds."""
+        """The default timeout, in seconds (for a stateful policy: before any history)."""
         return self._timeout
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
 
     @property
     def resolution(self) -> float:
@@ -169,37 +260,81 @@ class LivenessTracker:
 
     # -- peers -----------------------------------------------------------------------------
 
-    def track(self, key: Hashable, *, timeout: float | None = None) -> None:
+    def track(self, key: Hashable, *, timeout: float | Policy | None = None) -> None:
         """Start watching ``key``; counts as a beat.
 
+        ``timeout`` (seconds or a policy) overrides the default for this peer.
         On a peer already tracked this is a beat that also sets its timeout
-        (``None`` restores the default).
+        (``None`` restores the default) and starts a fresh beat history.
         """
+        policy = self._policy if timeout is None else as_policy(timeout)
         now = self._now()
-        if timeout is None:
+        if isinstance(policy, StatefulPolicy):
+            if not isinstance(self._policy, StatefulPolicy):
+                raise ConfigurationError(
+                    f"a per-peer {policy!r} needs a tracker whose default policy is stateful "
+                    "too (its beats record the history the policy reads)"
+                )
+            history = policy.new_history()
+            self._histories[key] = history
             self._timeouts.pop(key, None)
-            peer_timeout = self._timeout
+            peer_timeout = history.timeout()
         else:
-            peer_timeout = _check_seconds("timeout", timeout)
+            self._histories.pop(key, None)
+            peer_timeout = policy.timeout
             if peer_timeout == self._timeout:
                 self._timeouts.pop(key, None)
             else:
                 self._timeouts[key] = peer_timeout
         self._last[key] = now
-        tick = self._tick_after(now + peer_timeout)
+        if self._suspects:
+            self._recover(key, now)
+        check = now + (peer_timeout if self._suspect is None else peer_timeout * self._suspect)
+        tick = self._tick_after(check)
         bucket = self._bucket_of.get(key)
-        # A peer already placed no later than its new deadline's bucket stays where it is:
+        # A peer already placed no later than its new check's bucket stays where it is:
         # the lazy check re-places it when that bucket comes due.
         if bucket is None or bucket.tick > tick:
             self._place(key, tick)
 
-    def beat(self, key: Hashable) -> bool:
-        """Record a heartbeat; ``False`` if ``key`` is not tracked (it is not resurrected)."""
+    def _beat_fast(self, key: Hashable) -> bool:
         last = self._last
         if key in last:
             last[key] = self._now()
             return True
         return False
+
+    def _beat_full(self, key: Hashable) -> bool:
+        last = self._last
+        previous = last.get(key)
+        if previous is None:
+            return False
+        now = self._now()
+        last[key] = now
+        history = self._histories.get(key) if self._histories else None
+        if history is not None:
+            history.record(now - previous)
+            timeout = history.timeout()
+        else:
+            timeout = self._timeouts.get(key, self._timeout) if self._timeouts else self._timeout
+        if self._suspects and self._recover(key, now):
+            wakeup = self._wakeup
+            if wakeup is not None:
+                wakeup()
+        # The next check may now be earlier than the bucket the peer sits in (a shorter
+        # phi timeout, or a recovered suspect): then place it again, or it would be late.
+        suspect = self._suspect
+        tick = self._tick_after(now + (timeout if suspect is None else timeout * suspect))
+        if tick < self._bucket_of[key].tick:
+            self._place(key, tick)
+        return True
+
+    def _recover(self, key: Hashable, now: float) -> bool:
+        suspected_at = self._suspects.pop(key, None)
+        if suspected_at is None:
+            return False
+        self._events.append(Recovered(key=key, suspected_at=suspected_at, recovered_at=now))
+        return True
 
     def untrack(self, key: Hashable) -> bool:
         """Stop watching ``key`` without expiring it; ``False`` if it was not tracked."""
@@ -207,6 +342,8 @@ class LivenessTracker:
             return False
         del self._bucket_of[key]
         self._timeouts.pop(key, None)
+        self._histories.pop(key, None)
+        self._suspects.pop(key, None)
         return True
 
     def __len__(self) -> int:
@@ -220,26 +357,53 @@ class LivenessTracker:
         return self._last[key]
 
     def timeout_of(self, key: Hashable) -> float:
-        """The peer's timeout; :class:`KeyError` if not tracked."""
+        """The peer's current timeout; :class:`KeyError` if not tracked."""
         if key not in self._last:
             raise KeyError(key)
+        history = self._histories.get(key)
+        if history is not None:
+            return history.timeout()
         return self._timeouts.get(key, self._timeout)
 
     def deadline(self, key: Hashable) -> float:
         """The peer's current deadline; :class:`KeyError` if not tracked."""
-        return self._last[key] + self._timeouts.get(key, self._timeout)
+        return self._last[key] + self.timeout_of(key)
 
     def keys(self) -> list[Hashable]:
         """A snapshot of the tracked keys."""
         return list(self._last)
 
+    def is_suspect(self, key: Hashable) -> bool:
+        return key in self._suspects
+
+    @property
+    def suspects(self) -> int:
+        """How many tracked peers are suspects now."""
+        return len(self._suspects)
+
+    @property
+    def storm(self) -> bool:
+        """Whether the storm brake is holding expiries."""
+        return self._storm_since is not None
+
     # -- time ------------------------------------------------------------------------------
+
+    def grant_grace(self, until: float) -> None:
+        """Suspect and expire nobody before clock time ``until`` (the self-pause guard)."""
+        if until > self._grace_until:
+            self._grace_until = until
+
+    @property
+    def grace_until(self) -> float:
+        return self._grace_until
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` next has work: a time ``<= now`` means "poll again now".
 
         ``None`` when nothing is tracked and nothing is pending.
         """
+        if self._events:
+            return -math.inf
         if self._current is not None:
             return self._current.tick * self._resolution
         ticks = self._ticks
@@ -248,20 +412,34 @@ class LivenessTracker:
     def poll(self, *, limit: int | None = None) -> list[Expired]:
         """Expire every peer that is silent past its deadline, as of ``clock.now()``.
 
-        Calls ``on_expire`` for each (an exception there is logged and does not
-        stop the others) and returns the events. With ``limit``, examines at most
-        that many wheel entries and resumes on the next call.
+        Calls the callbacks for each event (an exception there is logged and
+        does not stop the others) and returns the expiries. With ``limit``,
+        examines at most that many wheel entries and resumes on the next call.
+        """
+        return [event for event in self.poll_events(limit=limit) if isinstance(event, Expired)]
+
+    def poll_events(self, *, limit: int | None = None) -> list[Event]:
+        """Like :meth:`poll`, but returns every event, in order.
+
+        That is :class:`Expired`, :class:`Suspected`, :class:`Recovered` (from
+        beats since the last poll), :class:`StormStarted` and :class:`StormEnded`.
         """
         now = self._clock.now()
         resolution = self._resolution
         budget = math.inf if limit is None else limit
         if budget <= 0:
             raise ConfigurationError(f"poll(limit=...) must be > 0, not {limit!r}")
+        events, self._events = self._events, []
+        if self._storm_since is not None:
+            self._check_storm_end(now, events)
         last_of = self._last
         bucket_of = self._bucket_of
         timeouts = self._timeouts
+        histories = self._histories
+        suspects = self._suspects
+        suspect = self._suspect
+        grace_until = self._grace_until
         default_timeout = self._timeout
-        expired: list[Expired] = []
         while budget > 0:
             bucket = self._current
             if bucket is None:
@@ -276,33 +454,102 @@ class LivenessTracker:
                 if bucket_of.get(key) is not bucket:
                     continue  # stale: untracked, expired or placed elsewhere since
                 last = last_of[key]
-                deadline = last + (
-                    timeouts.get(key, default_timeout) if timeouts else default_timeout
-                )
-                if now > deadline:
-                    del last_of[key]
-                    del bucket_of[key]
-                    if timeouts:
-                        timeouts.pop(key, None)
-                    expired.append(
-                        Expired(key=key, last_beat=last, deadline=deadline, expired_at=now)
-                    )
+                if histories and key in histories:
+                    timeout = histories[key].timeout()
+                elif timeouts:
+                    timeout = timeouts.get(key, default_timeout)
                 else:
-                    self._place(key, self._tick_after(deadline))
+                    timeout = default_timeout
+                deadline = last + timeout
+                if suspect is None or key in suspects:
+                    if now <= deadline:
+                        self._place(key, self._tick_after(deadline))
+                    elif now <= grace_until:
+                        self._place(key, self._tick_after(grace_until))
+                    elif self._storm_since is not None:
+                        self._hold(key, now)
+                    else:
+                        self._expire(key, last, deadline, now, events)
+                    continue
+                # Suspect stage on, peer not (yet) a suspect.
+                suspect_deadline = last + timeout * suspect
+                if now <= suspect_deadline:
+                    self._place(key, self._tick_after(suspect_deadline))
+                elif now <= grace_until:
+                    self._place(key, self._tick_after(grace_until))
+                else:
+                    suspects[key] = now
+                    events.append(
+                        Suspected(
+                            key=key, last_beat=last, deadline=suspect_deadline, suspected_at=now
+                        )
+                    )
+                    self._check_storm_start(now, events)
+                    if now <= deadline:
+                        self._place(key, self._tick_after(deadline))
+                    elif self._storm_since is not None:
+                        self._hold(key, now)
+                    else:
+                        self._expire(key, last, deadline, now, events)
             if not bucket:
                 self._current = None
-        on_expire = self._on_expire
-        if on_expire is not None:
-            for event in expired:
-                try:
-                    on_expire(event)
-                except Exception:
-                    _logger.exception(
-                        "heartbeat_monitor.callback_failed", callback=on_expire, peer=event.key
-                    )
-        return expired
+        if self._storm_since is not None:
+            self._check_storm_end(now, events)
+        for event in events:
+            if isinstance(event, Expired):
+                _call(self._on_expire, event)  # type: ignore[arg-type]
+            elif isinstance(event, Suspected):
+                _call(self._on_suspect, event)  # type: ignore[arg-type]
+            elif isinstance(event, Recovered):
+                _call(self._on_recover, event)  # type: ignore[arg-type]
+        return events
 
     # -- wheel -----------------------------------------------------------------------------
+
+    def _expire(
+        self, key: Hashable, last: float, deadline: float, now: float, events: list[Event]
+    ) -> None:
+        del self._last[key]
+        del self._bucket_of[key]
+        if self._timeouts:
+            self._timeouts.pop(key, None)
+        if self._histories:
+            self._histories.pop(key, None)
+        if self._suspects:
+            self._suspects.pop(key, None)
+        events.append(Expired(key=key, last_beat=last, deadline=deadline, expired_at=now))
+
+    def _hold(self, key: Hashable, now: float) -> None:
+        """The storm brake holds this expiry; look again in a quarter timeout."""
+        self._place(key, self._tick_after(now + max(self._timeout / 4, self._resolution)))
+
+    def _check_storm_start(self, now: float, events: list[Event]) -> None:
+        share = self._storm_share
+        if share is None or self._storm_since is not None:
+            return
+        suspects, peers = len(self._suspects), len(self._last)
+        storm = suspects > 2 and suspects > share * peers
+        if not self._storm_armed:
+            self._storm_armed = not storm
+        elif storm:
+            self._storm_since = now
+            events.append(StormStarted(suspects=suspects, peers=peers, at=now))
+
+    def _check_storm_end(self, now: float, events: list[Event]) -> None:
+        assert self._storm_since is not None
+        assert self._storm_share is not None
+        suspects, peers = len(self._suspects), len(self._last)
+        if suspects <= 2 or suspects <= self._storm_share * peers:
+            reason = "recovered"
+        elif self._storm_max_hold is not None and now - self._storm_since > self._storm_max_hold:
+            reason = "max_hold"
+        else:
+            return
+        self._storm_since = None
+        events.append(StormEnded(reason=reason, suspects=suspects, peers=peers, at=now))
+        # After a max-hold release the held peers expire as they come due; the brake
+        # re-arms only once the share of suspects has dropped below the threshold.
+        self._storm_armed = reason == "recovered"
 
     def _tick_after(self, deadline: float) -> int:
         """The first tick whose due time is strictly after ``deadline``."""

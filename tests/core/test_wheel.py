@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from heartbeat_monitor import ConfigurationError, Expired, LivenessTracker, ManualClock
+from heartbeat_monitor import ConfigurationError, Expired, LivenessTracker, ManualClock, Suspected
 
 EPS = 1e-9
 
@@ -290,12 +290,18 @@ class TrackerVersusModel(RuleBasedStateMachine):
         timeout=st.sampled_from([0.5, 1.0, 3.0, 10.0]),
         fraction=st.sampled_from([0.01, 0.1, 0.3, 1.0]),
         start=st.sampled_from([0.0, 1e6, 1.7e9]),
+        suspect=st.sampled_from([None, 0.3, 0.5]),
     )
-    def setup(self, timeout: float, fraction: float, start: float) -> None:
+    def setup(self, timeout: float, fraction: float, start: float, suspect: float | None) -> None:
         self.clock = ManualClock(start)
         self.expired: list[Expired] = []
+        self.suspect = suspect
         self.tracker = LivenessTracker(
-            timeout, resolution=timeout * fraction, clock=self.clock, on_expire=self.expired.append
+            timeout,
+            resolution=timeout * fraction,
+            clock=self.clock,
+            on_expire=self.expired.append,
+            suspect=suspect,
         )
         self.timeout = timeout
         self.resolution = timeout * fraction
@@ -344,8 +350,15 @@ class TrackerVersusModel(RuleBasedStateMachine):
     def poll(self, limit: int | None) -> None:
         now = self.clock.now()
         before = len(self.expired)
-        returned = self.tracker.poll(limit=limit)
+        events = self.tracker.poll_events(limit=limit)
+        returned = [e for e in events if isinstance(e, Expired)]
         assert returned == self.expired[before:]
+        for event in events:
+            if isinstance(event, Suspected):  # the first stage is never early either
+                assert self.suspect is not None
+                last, timeout = self.model[event.key]
+                assert event.last_beat == last
+                assert now > last + timeout * self.suspect
         for event in returned:
             assert event.key in self.model, f"expired a peer that is not tracked: {event}"
             last, timeout = self.model.pop(event.key)
