@@ -1,0 +1,119 @@
+"""Real-clock measurements: the cost of one beat, and memory per peer.
+
+Beat cost: every contender tracks the same ``peers`` keys on the default clock
+(``time.monotonic``), then beats a random sequence of them (random order defeats
+the CPU cache as a million peers would). Repetitions are round-robin across the
+contenders, in a shuffled order each round; the figure is the best round (as
+``timeit`` reports), with the garbage collector paused during timed loops (as
+``timeit`` does).
+
+Memory: ``tracemalloc`` around building a contender with ``peers`` tracked keys
+and one beat each (keys are created before, so they are excluded).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import tracemalloc
+from collections.abc import Callable, Hashable, Sequence
+
+from heartbeat_monitor import HeartbeatMonitor
+
+from ._contenders import (
+    AsyncioTimers,
+    Contender,
+    DictFloor,
+    FullScan,
+    HeapDeadlines,
+    TrackerContender,
+)
+from ._workloads import INTERVAL, RESOLUTION, TIMEOUT, peer_keys
+
+__all__ = ("BEAT_CONTENDERS", "beat_cost", "memory_per_peer")
+
+
+class _MonitorBeat(TrackerContender):
+    """``HeartbeatMonitor.beat`` (the tracker's bound method, re-exported), outside a loop."""
+
+    def __init__(self) -> None:
+        super().__init__(TIMEOUT, resolution=RESOLUTION, clock=None, name="HeartbeatMonitor")
+        self.monitor = HeartbeatMonitor(TIMEOUT, resolution=RESOLUTION)
+        self.tracker = self.monitor.tracker
+
+    def track(self, key: Hashable) -> None:
+        self.monitor.track(key)
+
+    def beat_many(self, keys: Sequence[Hashable]) -> None:
+        beat = self.monitor.beat
+        for key in keys:
+            beat(key)
+
+
+#: name -> factory on the real clock
+BEAT_CONTENDERS: dict[str, Callable[[], Contender]] = {
+    "floor: dict write": lambda: DictFloor(TIMEOUT, time.monotonic),
+    "LivenessTracker": lambda: TrackerContender(TIMEOUT, resolution=RESOLUTION, clock=None),
+    "HeartbeatMonitor": _MonitorBeat,
+    "full scan": lambda: FullScan(TIMEOUT, time.monotonic, interval=INTERVAL, name="full scan"),
+    "asyncio timer per peer": lambda: AsyncioTimers(TIMEOUT, time.monotonic, simulated=False),
+    "heapq + lazy deletion": lambda: HeapDeadlines(TIMEOUT, time.monotonic),
+}
+
+
+def beat_cost(
+    peers: int, *, beats: int, rounds: int, seed: int = 4, progress: Callable[[], object] | None
+) -> dict[str, float]:
+    """Best-of-``rounds`` nanoseconds per beat for each contender, at ``peers`` tracked keys."""
+    rng = random.Random(seed)
+    keys: list[Hashable] = list(peer_keys("p", peers))
+    sequence = [keys[rng.randrange(peers)] for _ in range(beats)]
+    contenders = {name: make() for name, make in BEAT_CONTENDERS.items()}
+    for contender in contenders.values():
+        for key in keys:
+            contender.track(key)
+    best: dict[str, float] = dict.fromkeys(contenders, float("inf"))
+    names = list(contenders)
+    for _ in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            contender = contenders[name]
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter_ns()
+                contender.beat_many(sequence)
+                spent = time.perf_counter_ns() - t0
+            finally:
+                gc.enable()
+            best[name] = min(best[name], spent / beats)
+            if isinstance(contender, AsyncioTimers):
+                contender.run_once()  # let asyncio purge its cancelled timers, untimed
+            if progress is not None:
+                progress()
+    for contender in contenders.values():
+        contender.close()
+    return best
+
+
+def memory_per_peer(name: str, peers: int) -> float:
+    """Bytes per tracked peer (keys excluded) after tracking ``peers`` keys and one beat each."""
+    keys: list[Hashable] = list(peer_keys("p", peers))
+    make = BEAT_CONTENDERS[name]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        contender = make()
+        for key in keys:
+            contender.track(key)
+        contender.beat_many(keys)
+        if isinstance(contender, AsyncioTimers):
+            contender.run_once()
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    contender.close()
+    return used / peers

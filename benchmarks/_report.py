@@ -1,0 +1,261 @@
+"""Results: machine info, targets, the markdown tables, the JSON file and the plots."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ("machine_info", "markdown", "plot", "targets", "write_json")
+
+Results = dict[str, Any]
+
+#: The issue's targets (ratios within one run); never moved, only reported.
+BEAT_VS_FLOOR_MAX = 1.5
+TIMERS_VS_BEAT_MIN = 6.0
+BYTES_PER_PEER_MAX = 128.0
+SCAN_VS_TRACKER_MIN = 50.0
+STEADY_POLL_MAX_MS = 5.0
+MASS_BLOCK_MAX_MS = 10.0
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        psutil = importlib.import_module("psutil")  # the bench extra; untyped
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _fmt(value: object, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "**NO**"
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _correct(row: Mapping[str, Any]) -> str:
+    if row.get("checked") is False:
+        return "n/a"
+    if row["correct"]:
+        return "yes"
+    flags = [
+        f"{row[k]} {k.replace('_', ' ')}"
+        for k in ("early", "missed", "duplicate", "after_untrack")
+        if row[k]
+    ]
+    return "**NO**: " + ", ".join(flags)
+
+
+def _late(row: Mapping[str, Any]) -> str:
+    if row.get("lateness_p50_ms") is None:
+        return "—"
+    return " / ".join(f"{row[f'lateness_{q}_ms']:.0f}" for q in ("p50", "p99", "max"))
+
+
+def markdown(results: Results) -> str:
+    """The tables printed on stdout and pasted into the README."""
+    lines: list[str] = []
+    for size in results["sizes"]:
+        n = str(size)
+        beat = results["beat_ns"].get(n, {})
+        memory = results["bytes_per_peer"].get(n, {})
+        steady = results["workloads"]["steady"].get(n, {})
+        churn = results["workloads"]["churn"].get(n, {})
+        mass = results["workloads"]["mass expiry"].get(n, {})
+        floor = beat.get("floor: dict write")
+        lines += [
+            f"#### {size:,} peers",
+            "",
+            "| contender | beat ns | x floor | B/peer | steady: CPU ms/s | longest block ms "
+            "| late p50/p99/max ms | churn: CPU ms/s | mass expiry: CPU ms | longest block ms "
+            "| correct (steady, churn, mass) |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        ]
+        names = list(dict.fromkeys([*beat, *steady]))
+        if any(name.startswith("full scan ") for name in steady):
+            names.remove("full scan")  # its beat figure is shown on each scan period's row
+        for name in names:
+            beat_name = "full scan" if name.startswith("full scan") else name
+            ns = beat.get(beat_name)
+            s, c, m = steady.get(name), churn.get(name), mass.get(name)
+            verdicts = [_correct(row) for row in (s, c, m) if row is not None]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        name,
+                        _fmt(ns, 0) if ns is not None else "—",
+                        f"{ns / floor:.2f}" if ns is not None and floor else "—",
+                        _fmt(memory.get(beat_name), 0),
+                        _fmt(s and s["maintenance_cpu_ms_per_s"], 2),
+                        _fmt(s and s["longest_block_ms"], 2),
+                        _late(s) if s else "—",
+                        _fmt(c and c["maintenance_cpu_ms_per_s"], 2),
+                        _fmt(m and m["maintenance_ms"], 1),
+                        _fmt(m and m["longest_block_ms"], 2),
+                        ", ".join(dict.fromkeys(verdicts)) if verdicts else "n/a (no expiry)",
+                    ]
+                )
+                + " |"
+            )
+        lines.append("")
+    lines += [
+        "#### Targets (ratios within this run)",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for target in results["targets"]:
+        lines.append(
+            f"| {target['target']} | {target['measured']} | "
+            f"{'yes' if target['met'] else '**missed**' if target['met'] is False else 'not run'} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def targets(results: Results) -> list[dict[str, Any]]:
+    """Check the issue's targets against this run's figures."""
+    out: list[dict[str, Any]] = []
+    sizes = [str(s) for s in results["sizes"]]
+    largest = sizes[-1]
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured, "met": met})
+
+    beat_at = "100000" if "100000" in results["beat_ns"] else largest
+    beat = results["beat_ns"].get(beat_at, {})
+    tracker, floor = beat.get("LivenessTracker"), beat.get("floor: dict write")
+    timers = beat.get("asyncio timer per peer")
+    where = f" ({int(beat_at):,} peers)"
+    if tracker and floor:
+        ratio = tracker / floor
+        add(
+            "beat ≤ 1.5x the floor" + where,
+            f"{ratio:.2f}x ({tracker:.0f} vs {floor:.0f} ns)",
+            ratio <= BEAT_VS_FLOOR_MAX,
+        )
+    if tracker and timers:
+        ratio = timers / tracker
+        add(
+            "beat ≥ 6x cheaper than asyncio timers" + where,
+            f"{ratio:.1f}x cheaper",
+            ratio >= TIMERS_VS_BEAT_MIN,
+        )
+    memory = results["bytes_per_peer"].get("1000000", {}).get("LivenessTracker")
+    add(
+        "≤ 128 B per peer at 1M (tracemalloc, keys excluded)",
+        f"{memory:.0f} B" if memory else "not run (needs --full)",
+        None if memory is None else memory <= BYTES_PER_PEER_MAX,
+    )
+    steady = results["workloads"]["steady"].get(largest, {})
+    scan = steady.get("full scan @ resolution (0.1 s)")
+    ours = steady.get("LivenessTracker")
+    if scan and ours:
+        ratio = scan["maintenance_cpu_ms_per_s"] / ours["maintenance_cpu_ms_per_s"]
+        add(
+            "≥ 50x less maintenance CPU than the full scan at equal precision"
+            f" ({int(largest):,} peers)",
+            f"{ratio:.1f}x less",
+            ratio >= SCAN_VS_TRACKER_MIN,
+        )
+    million = results["workloads"]["steady"].get("1000000", {})
+    block = million.get("HeartbeatMonitor", {}).get("longest_block_ms")
+    poll = million.get("LivenessTracker", {}).get("longest_block_ms")
+    add(
+        "longest poll ≤ 5 ms at 1M peers, steady state",
+        f"driver {block:.1f} ms, tracker poll {poll:.1f} ms"
+        if block is not None and poll is not None
+        else "not run (needs --full)",
+        None if block is None or poll is None else max(block, poll) <= STEADY_POLL_MAX_MS,
+    )
+    mass = results["workloads"]["mass expiry"].get("1000000", {}).get("HeartbeatMonitor", {})
+    block = mass.get("longest_block_ms")
+    add(
+        "1M expiring at once block the loop ≤ 10 ms at a time",
+        f"{block:.1f} ms" if block is not None else "not run (needs --full)",
+        None if block is None else block <= MASS_BLOCK_MAX_MS,
+    )
+    return out
+
+
+def write_json(results: Results, folder: Path) -> Path:
+    path = folder / "results.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+_PLOTS = {
+    "beat-cost.png": ("beat_ns", None, "cost of one beat (ns)"),
+    "maintenance-cpu.png": (
+        "workloads",
+        "maintenance_cpu_ms_per_s",
+        "steady-state maintenance CPU (ms per simulated s)",
+    ),
+    "longest-block.png": ("workloads", "longest_block_ms", "steady-state longest loop block (ms)"),
+    "memory-per-peer.png": ("bytes_per_peer", None, "memory per peer (bytes, tracemalloc)"),
+}
+
+
+def plot(results: Results, folder: Path) -> list[Path]:
+    """One PNG per figure: cost vs number of peers, one line per contender (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    for filename, (section, field, title) in _PLOTS.items():
+        table = results[section]["steady"] if section == "workloads" else results[section]
+        series: dict[str, list[tuple[int, float]]] = {}
+        for size, rows in table.items():
+            for name, value in rows.items():
+                y = value[field] if field else value
+                if y:
+                    series.setdefault(name, []).append((int(size), float(y)))
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=80)
+        for name, points in series.items():
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("peers")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / filename
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
