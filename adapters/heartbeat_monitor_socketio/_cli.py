@@ -273,9 +273,7 @@ async def _demo_client(
                 await anyio.sleep(leave_after)
                 logger.info("heartbeat_monitor.demo.client_leaving", client=name)
                 return
-            if silent_after is None:
-                await anyio.sleep_forever()
-            await anyio.sleep(silent_after)
+            await anyio.sleep(math.inf if silent_after is None else silent_after)
         logger.info("heartbeat_monitor.demo.client_silent", client=name)
         await client.wait()
     finally:

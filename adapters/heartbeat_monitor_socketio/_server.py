@@ -50,8 +50,12 @@ class _Uvicorn(uvicorn.Server):
         sio = self._adapter.sio
         with anyio.CancelScope(shield=True):
             await self._adapter.aclose()
-            with contextlib.suppress(Exception):
-                await sio.eio.disconnect()
+            # Close engine.io sockets without waiting for their queues to drain: a dead
+            # long-polling client never collects its last packets.
+            with anyio.move_on_after(1):
+                for eio_socket in list(sio.eio.sockets.values()):
+                    with contextlib.suppress(Exception):
+                        await eio_socket.close(wait=False)
             await super().shutdown(sockets)
             await sio.shutdown()
 
