@@ -15,8 +15,8 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from heartbeat_monitor_socketio import Reason
+from tests.conftest import require_tool
 
-from ..conftest import require_tool
 from .conftest import SLACK, StartServer
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +52,7 @@ class NodeClient:
         """The next line of type ``kind`` (earlier lines of other types are kept)."""
         with anyio.fail_after(within):
             while True:
-                line = json.loads(await self._stdout.receive_until(b"\n", 1 << 16))
+                line: dict[str, Any] = json.loads(await self._stdout.receive_until(b"\n", 1 << 16))
                 self.lines.append(line)
                 if line["type"] == kind:
                     return line
