@@ -48,7 +48,9 @@ async def test_identity_stays_while_any_connection_beats(start_server: StartServ
     assert len(watcher.peer_gone) == 1
 
 
-async def test_identity_gone_only_when_its_last_connection_leaves(start_server: StartServer) -> None:
+async def test_identity_gone_only_when_its_last_connection_leaves(
+    start_server: StartServer,
+) -> None:
     live = await start_server(interval=INTERVAL, misses=MISSES, identify=by_user)
     watcher = await live.client(auth={"user": "watcher"})
     first = await live.client(auth={"user": "bob"})
