@@ -59,6 +59,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rounds", type=int, help="beat-cost repetitions per contender")
     parser.add_argument(
+        "--e2e-clients",
+        type=int,
+        default=1000,
+        help="Socket.IO clients in the end-to-end run (0: skip it; --quick skips it)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="folder for results.json and the PNG plots (default: a temp dir)",
@@ -145,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
             results["workloads"][workload.name][key] = {
                 outcome.contender: outcome.summary() for outcome in outcomes
             }
+    if not quick and args.e2e_clients > 0:
+        from . import _socketio_e2e
+
+        if _socketio_e2e.available():
+            print(f"Socket.IO end to end, {args.e2e_clients} clients...", file=sys.stderr)
+            results["socketio_e2e"] = _socketio_e2e.measure(clients=args.e2e_clients, rounds=2)
+        else:
+            results["socketio_e2e"] = "skipped: heartbeat_monitor_socketio or psutil missing"
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
