@@ -9,17 +9,42 @@ get one ``peer_gone``). :class:`HeartbeatClient` beats from a python-socketio
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._adapter import GoneCallback, Identify, Reason, SocketIOAdapter, SocketIOStats, check_engineio
 from ._client import HeartbeatClient
 from ._server import SocketIOServer
 
+if TYPE_CHECKING:
+    from ._cluster import ClusterStats, RedisCluster
+    from ._redis_manager import ClusterRedisManager
+
 __all__ = (
+    "ClusterRedisManager",
+    "ClusterStats",
     "GoneCallback",
     "HeartbeatClient",
     "Identify",
     "Reason",
+    "RedisCluster",
     "SocketIOAdapter",
     "SocketIOServer",
     "SocketIOStats",
     "check_engineio",
 )
+
+#: The multi-node names need the ``redis`` extra: imported on first use only.
+_CLUSTER = {
+    "ClusterRedisManager": "._redis_manager",
+    "ClusterStats": "._cluster",
+    "RedisCluster": "._cluster",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLUSTER.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

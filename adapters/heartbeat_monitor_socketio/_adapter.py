@@ -80,6 +80,8 @@ class Reason:
     PING_TIMEOUT: Final = "ping timeout"
     TRANSPORT_CLOSE: Final = "transport close"
     TRANSPORT_ERROR: Final = "transport error"
+    #: Its node stopped beating into Redis; another node ended it (``RedisCluster``).
+    NODE_GONE: Final = "node gone"
 
 
 @final
@@ -92,6 +94,7 @@ class SocketIOStats:
         "callback_failures",
         "connections",
         "gone",
+        "spoofed",
         "unknown_peer",
     )
 
@@ -102,6 +105,8 @@ class SocketIOStats:
         self.beats_limited = 0
         #: Events from a sid the adapter does not track (never connected, or already gone).
         self.unknown_peer = 0
+        #: Client events named ``connect`` / ``disconnect`` (dropped: only the server says so).
+        self.spoofed = 0
         #: Connections accepted in the watched namespace.
         self.connections = 0
         #: ``on_gone`` callbacks, notifications or disconnects that raised or timed out.
@@ -205,6 +210,7 @@ class SocketIOAdapter:
         "_beat",
         "_callback_timeout",
         "_closing",
+        "_cluster",
         "_event",
         "_gone_callbacks",
         "_identify",
@@ -326,6 +332,8 @@ class SocketIOAdapter:
         self._peers: dict[Hashable, _Peer] = {}
         self._peer_of_sid: dict[str, _Peer] = {}
         self._closing = False
+        #: The ``RedisCluster`` this adapter is a node of, if any (it sets itself here).
+        self._cluster: Any = None
         self.stats = SocketIOStats()
         monitor.on_expire(self._on_expired)
         self._original: Callable[..., Awaitable[Any]] = original
@@ -409,10 +417,19 @@ class SocketIOAdapter:
                 result = await self._original(event, namespace, *args)
                 # The adapter handles the heartbeat: a client that asks for an ack gets one.
                 return None if result is self._not_handled else result
-            if event == "connect":
-                return await self._on_connect(args)
-            if event == "disconnect":
-                return await self._on_disconnect(args)
+            if event in _RESERVED:
+                sid = args[0]
+                # python-socketio also passes a client's own event named "connect" or
+                # "disconnect" here. A real connect comes for a sid not yet watched; a
+                # real disconnect for one python-socketio no longer counts as connected.
+                connected = self._sio.manager.is_connected(sid, namespace)
+                if event == "connect":
+                    if sid not in self._peer_of_sid and (not connected or self._sio.always_connect):
+                        return await self._on_connect(args)
+                elif not connected:
+                    return await self._on_disconnect(args)
+                self._spoofed(event, sid)
+                return None
             if self._any_event:
                 self._on_beat(args[0])
         return await self._original(event, namespace, *args)
@@ -451,6 +468,17 @@ class SocketIOAdapter:
                 count=self.stats.unknown_peer,
             )
 
+    def _spoofed(self, event: str, sid: object) -> None:
+        self.stats.spoofed += 1
+        if self.stats.spoofed % _LOG_EVERY == 1:
+            _logger.warning(
+                "heartbeat_monitor.socketio.spoofed_event",
+                event_name=event,
+                sid=repr(sid)[:80],
+                peer=self.peer_of(sid) if isinstance(sid, str) else None,
+                count=self.stats.spoofed,
+            )
+
     async def _on_connect(self, args: tuple[Any, ...]) -> Any:
         sid = args[0]
         environ = args[1] if len(args) > 1 else {}
@@ -486,6 +514,8 @@ class SocketIOAdapter:
             self._peers[key] = peer
             self._monitor.track(key, timeout=self._track_timeout)
             fresh = True
+            if self._cluster is not None:
+                self._cluster.joined(peer)
         else:
             self._beat(key)
             fresh = False
@@ -589,6 +619,8 @@ class SocketIOAdapter:
     async def _finish(
         self, peer: _Peer, reason: str, *, notify: bool = True, silent_for: float | None = None
     ) -> None:
+        if self._cluster is not None and not await self._cluster.left(peer, reason):
+            return  # an identity still connected to another node: not gone cluster-wide
         _logger.info(
             "heartbeat_monitor.socketio.peer_gone",
             peer=peer.id,

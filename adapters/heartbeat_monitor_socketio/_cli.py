@@ -133,6 +133,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     _add_server_options(serve, interval=5.0, port=8000)
+    from ._cluster_cli import add_cluster_options
+
+    add_cluster_options(serve)
     serve.set_defaults(run=run_serve)
 
     demo = commands.add_parser(
@@ -152,6 +155,7 @@ def _build(args: argparse.Namespace) -> Any:
     import socketio
 
     from ._adapter import SocketIOAdapter
+    from ._cluster_cli import manager_for
     from ._server import SocketIOServer
 
     origins = args.cors_allowed_origins
@@ -161,6 +165,7 @@ def _build(args: argparse.Namespace) -> Any:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         cors_allowed_origins=cors,
+        client_manager=manager_for(args),
     )
     adapter = SocketIOAdapter(
         sio,
@@ -180,9 +185,12 @@ def _build(args: argparse.Namespace) -> Any:
 def run_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, level=args.log_level)
     server = _build(args)
+    from ._cluster_cli import cluster_for
+
+    cluster = cluster_for(args, server.adapter)
 
     async def main() -> None:
-        async with server.adapter, anyio.create_task_group() as task_group:
+        async with cluster, server.adapter, anyio.create_task_group() as task_group:
             await task_group.start(_serve_logged, server, args)
 
     anyio.run(main, backend="asyncio")

@@ -1,0 +1,718 @@
+"""Several ``serve`` nodes sharing one Redis: presence, node liveness, a dead node's peers.
+
+Theory of operation
+===================
+
+Beats stay local. Each node's :class:`SocketIOAdapter` watches its own
+connections exactly as on one node; Redis never sees a client's heartbeat.
+Once every ``sync_interval`` a node makes **one** Redis round trip (a
+pipeline) that
+
+* beats for the node itself: ``HINCRBY <p>nodes <node> 1``;
+* writes what changed in its presence since the last sync
+  (``HDEL``/``HSET <p>presence:<node>``: peers that left, peers that joined);
+* reads every node's beat counter (``HGETALL <p>nodes``) and whether it was
+  declared dead while it could not reach Redis (``EXISTS <p>dead:<node>``).
+
+The other nodes are watched by the same core as the peers: a second
+:class:`~heartbeat_monitor.HeartbeatMonitor` (timeout ``node_timeout``) that is
+beaten whenever a node's counter has changed since the last read. Time is
+this node's monotonic clock only: no wall clock crosses the network.
+
+A node whose counter stands still for ``node_timeout`` expires. Then:
+
+1. ``SET <p>lease:<dead> <me> NX PX <lease>``: the one node that wins the
+   lease ends the dead node; the others re-check later (if the winner dies
+   mid-way, its lease runs out and the next expiry of the dead node on some
+   survivor takes over from where it stopped).
+2. The winner reads the dead node's counter again; if it moved, the node is
+   alive after all (we were the slow one): lease released, nothing declared.
+3. It walks ``<p>presence:<dead>`` in chunks; a Lua script, atomic in Redis,
+   removes each peer from the dead node's presence, skips peers still present
+   on another node (an identity connected to several nodes), and marks the
+   rest in ``SADD <p>announced:<dead>``. Only peers newly marked are announced
+   -- with the adapter's own ``on_gone`` callbacks and ``peer_gone``
+   notification (reason ``"node gone"``), which reach clients on every node
+   through python-socketio's Redis manager. So each peer is announced at most
+   once cluster-wide even when the lease changes hands; the one window that can
+   lose an announcement is a winner dying between the script and its emit.
+4. It removes the node (``HDEL <p>nodes``) and leaves ``<p>dead:<dead>``: a
+   node that was only cut off from Redis finds the marker when it returns and
+   writes its presence again.
+
+While Redis fails, nothing is declared: a node expiring while the last sync
+failed is watched again (it gets a fresh ``node_timeout``), and after the
+first good sync every node gets a fresh ``node_timeout`` too. Local
+monitoring and local notifications go on; after an outage the node rewrites
+its whole presence in one ``MULTI`` (Redis may have lost it), and events that
+could not be published are sent from the manager's outbox.
+
+An identity connected to several nodes is one peer cluster-wide: when its
+last connection on a node ends, a Lua script removes it from that node's
+presence and checks the others; only if it is present nowhere else do the
+``on_gone`` callbacks run and ``peer_gone`` go out.
+
+Keys (all under ``prefix``, default ``heartbeat_monitor:<namespace>:``) need one
+Redis server (or Sentinel), not Redis Cluster: the scripts touch keys of
+several nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Hashable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, final
+
+import anyio
+import anyio.abc
+import structlog
+from redis import asyncio as aioredis
+
+from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor
+
+from ._adapter import Reason, SocketIOAdapter, _Peer
+from ._redis_manager import ClusterRedisManager
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+__all__ = ("ClusterStats", "RedisCluster")
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+#: Peers per takeover script call (the lease is renewed between chunks).
+_CHUNK: Final = 500
+#: How long the announced set and the dead marker of an ended node are kept (seconds).
+_MARKER_TTL: Final = 3600
+_LOG_EVERY: Final = 20
+
+# KEYS: nodes hash, own presence. ARGV: presence key prefix, own node, peer.
+_LEAVE: Final = """
+redis.call('HDEL', KEYS[2], ARGV[3])
+for _, node in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if node ~= ARGV[2] and redis.call('HEXISTS', ARGV[1] .. node, ARGV[3]) == 1 then
+    return 0
+  end
+end
+return 1
+"""
+
+# KEYS: nodes hash, dead node's presence, announced set.
+# ARGV: presence key prefix, dead node, marker ttl, peers...
+_END: Final = """
+local nodes = redis.call('HKEYS', KEYS[1])
+local out = {}
+for i = 4, #ARGV do
+  local peer = ARGV[i]
+  redis.call('HDEL', KEYS[2], peer)
+  local elsewhere = false
+  for _, node in ipairs(nodes) do
+    if node ~= ARGV[2] and redis.call('HEXISTS', ARGV[1] .. node, peer) == 1 then
+      elsewhere = true
+      break
+    end
+  end
+  if not elsewhere and redis.call('SADD', KEYS[3], peer) == 1 then
+    out[#out + 1] = peer
+  end
+end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return out
+"""
+
+# KEYS: lease. ARGV: holder, ttl ms (0: release).
+_LEASE: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+
+def _encode(peer: Hashable) -> str:
+    return json.dumps(peer, separators=(",", ":"), sort_keys=True)
+
+
+def _frozen(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((key, _frozen(item)) for key, item in value.items()))
+    return value  # type: ignore[no-any-return]
+
+
+def _decode(field: bytes | str) -> Hashable:
+    return _frozen(json.loads(field))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@final
+class _RemoteKey:
+    """The key of a peer of another (dead) node, ended here by the lease winner."""
+
+    __slots__ = ("node", "peer")
+
+    def __init__(self, node: str, peer: Hashable) -> None:
+        self.node = node
+        self.peer = peer
+
+
+@final
+class ClusterStats:
+    """Counters of the cluster side of one node (plain ints)."""
+
+    __slots__ = (
+        "commands",
+        "nodes_ended",
+        "peers_announced",
+        "resyncs",
+        "sync_failures",
+        "syncs",
+    )
+
+    def __init__(self) -> None:
+        #: Good syncs (one pipeline each), and failed ones.
+        self.syncs = 0
+        self.sync_failures = 0
+        #: Redis commands this node sent for presence and liveness (pub/sub not included).
+        self.commands = 0
+        #: Full presence rewrites (start, after an outage, after being declared dead).
+        self.resyncs = 0
+        #: Dead nodes this node ended (it held the lease), and their peers it announced.
+        self.nodes_ended = 0
+        self.peers_announced = 0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ClusterStats({fields})"
+
+
+@final
+class RedisCluster:
+    """Make one :class:`SocketIOAdapter` a node of a cluster that shares ``redis_url``.
+
+    ``async with RedisCluster(adapter, url):`` (outside the adapter's and the
+    server's own ``async with``) registers the node, syncs every
+    ``sync_interval`` seconds, watches the other nodes and, for one that stays
+    silent ``node_timeout`` seconds, ends its peers once cluster-wide. The
+    server's ``client_manager`` should be a :class:`ClusterRedisManager` on the
+    same Redis, so that ``peer_gone`` reaches the clients of every node.
+
+    ``presence_event`` (default ``"presence"``; ``None`` for none) lets a
+    client ask any node, with an acknowledgement, which peers are alive where.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_end_script",
+        "_ending",
+        "_healthy",
+        "_joined",
+        "_lease_ms",
+        "_lease_script",
+        "_leave_script",
+        "_left",
+        "_manager",
+        "_monitor",
+        "_outage_started",
+        "_presence_prefix",
+        "_redis",
+        "_resync",
+        "_seen",
+        "_task_group",
+        "adapter",
+        "node_id",
+        "node_timeout",
+        "op_timeout",
+        "prefix",
+        "stats",
+        "sync_interval",
+    )
+
+    def __init__(
+        self,
+        adapter: SocketIOAdapter,
+        redis_url: str,
+        *,
+        node_id: str | None = None,
+        node_timeout: float = 10.0,
+        sync_interval: float | None = None,
+        op_timeout: float | None = None,
+        lease: float | None = None,
+        prefix: str | None = None,
+        presence_event: str | None = "presence",
+    ) -> None:
+        if not (isinstance(node_timeout, int | float) and math.isfinite(node_timeout)):
+            raise ConfigurationError(f"node_timeout must be seconds, not {node_timeout!r}")
+        if node_timeout <= 0:
+            raise ConfigurationError(f"node_timeout must be > 0, not {node_timeout!r}")
+        if sync_interval is None:
+            sync_interval = min(node_timeout / 5, 1.0)
+        if not (math.isfinite(sync_interval) and 0 < sync_interval <= node_timeout / 3):
+            raise ConfigurationError(
+                f"sync_interval must be > 0 and at most node_timeout / 3, not {sync_interval!r}"
+            )
+        if op_timeout is None:
+            op_timeout = min(max(sync_interval, 0.5), node_timeout / 2)
+        if lease is None:
+            lease = max(node_timeout, 5 * op_timeout)
+        self.adapter = adapter
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.node_timeout = float(node_timeout)
+        self.sync_interval = float(sync_interval)
+        self.op_timeout = float(op_timeout)
+        self._lease_ms = max(1, round(lease * 1000))
+        self.prefix = f"heartbeat_monitor:{adapter.namespace}:" if prefix is None else prefix
+        self._presence_prefix = f"{self.prefix}presence:"
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout
+        )
+        self._leave_script: AsyncScript = self._redis.register_script(_LEAVE)
+        self._end_script: AsyncScript = self._redis.register_script(_END)
+        self._lease_script: AsyncScript = self._redis.register_script(_LEASE)
+        manager = adapter.sio.manager
+        self._manager = manager if isinstance(manager, ClusterRedisManager) else None
+        if not isinstance(manager, ClusterRedisManager):
+            _logger.warning(
+                "heartbeat_monitor.cluster.local_notifications_only",
+                manager=type(manager).__name__,
+                hint="socketio.AsyncServer(client_manager=ClusterRedisManager(url))",
+            )
+        self._monitor = HeartbeatMonitor(self.node_timeout, on_expire=self._on_node_expired)
+        #: Each other node's last counter, as read.
+        self._seen: dict[str, int] = {}
+        #: Nodes being ended here (not re-tracked by the sync meanwhile).
+        self._ending: set[str] = set()
+        self._joined: dict[Hashable, _Peer] = {}
+        self._left: set[str] = set()
+        self._resync = True
+        self._healthy = True
+        self._outage_started: float | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self.stats = ClusterStats()
+        if adapter._cluster is not None:
+            raise ConfigurationError("this adapter already belongs to a cluster")
+        adapter._cluster = self
+        if presence_event is not None:
+            adapter.sio.on(presence_event, self._answer_presence, namespace=adapter.namespace)
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last sync with Redis succeeded."""
+        return self._healthy
+
+    def nodes(self) -> list[str]:
+        """The nodes this node believes alive (itself included), without asking Redis."""
+        alive = [node for node in self._seen if node in self._monitor and node not in self._ending]
+        return sorted([self.node_id, *alive])
+
+    async def presence(self) -> dict[Hashable, frozenset[str]]:
+        """Every peer present on a live node, with the nodes it is connected to (one round trip)."""
+        nodes = self.nodes()
+        async with self._pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hkeys(self._presence_prefix + node)
+            replies = await self._execute(pipe, len(nodes))
+        where: dict[Hashable, set[str]] = {}
+        for node, fields in zip(nodes, replies, strict=True):
+            for field in fields:
+                try:
+                    peer = _decode(field)
+                except ValueError:
+                    continue
+                where.setdefault(peer, set()).add(node)
+        return {peer: frozenset(found) for peer, found in where.items()}
+
+    async def locate(self, peer: Hashable) -> frozenset[str]:
+        """The live nodes ``peer`` is connected to (empty: not present anywhere)."""
+        nodes = self.nodes()
+        field = _encode(peer)
+        async with self._pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hexists(self._presence_prefix + node, field)
+            replies = await self._execute(pipe, len(nodes))
+        return frozenset(node for node, found in zip(nodes, replies, strict=True) if found)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._monitor.__aenter__()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        await self._sync()
+        self._task_group.start_soon(self._sync_loop)
+        _logger.info(
+            "heartbeat_monitor.cluster.started",
+            node=self.node_id,
+            node_timeout=self.node_timeout,
+            sync_interval=self.sync_interval,
+            prefix=self.prefix,
+            healthy=self._healthy,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group, self._task_group = self._task_group, None
+        with anyio.CancelScope(shield=True):
+            try:
+                if task_group is not None:
+                    task_group.cancel_scope.cancel()
+                    await task_group.__aexit__(None, None, None)
+                await self._leave_cluster()
+            finally:
+                await self._monitor.__aexit__(None, None, None)
+                if self._manager is not None:
+                    await self._manager.aclose()
+                await self._redis.aclose()
+                self.adapter._cluster = None
+
+    async def _leave_cluster(self) -> None:
+        """A clean exit: the node and its presence leave Redis; nobody announces anything."""
+        try:
+            async with self._pipeline(transaction=True) as pipe:
+                pipe.hdel(self.prefix + "nodes", self.node_id)
+                pipe.delete(self._presence_prefix + self.node_id)
+                await self._execute(pipe, 2)
+        except Exception as exc:
+            _logger.error(
+                "heartbeat_monitor.cluster.leave_failed", node=self.node_id, error=repr(exc)
+            )
+        _logger.info("heartbeat_monitor.cluster.stopped", node=self.node_id, stats=repr(self.stats))
+
+    # -- the adapter's hooks ---------------------------------------------------------------
+
+    def joined(self, peer: _Peer) -> None:
+        """A new peer on this node (written to Redis at the next sync)."""
+        self._joined[peer.key] = peer
+
+    async def left(self, peer: _Peer, reason: str) -> bool:
+        """A peer ended on this node: ``True`` if it is gone cluster-wide (announce it)."""
+        if isinstance(peer.key, _RemoteKey):
+            return True
+        field = self._field(peer.id)
+        if field is None:
+            return True
+        if self._joined.pop(peer.key, None) is not None and peer.key == peer.id:
+            return True  # a connection's own peer, never written to Redis
+        if peer.key == peer.id:
+            self._left.add(field)  # a connection's own peer lives on one node only
+            return True
+        try:
+            with anyio.fail_after(self.op_timeout):
+                gone = await self._leave_script(
+                    keys=[self.prefix + "nodes", self._presence_prefix + self.node_id],
+                    args=[self._presence_prefix, self.node_id, field],
+                )
+            self.stats.commands += 1
+        except Exception as exc:
+            # Redis cannot tell: fall back to one node's view, and fix presence at the next sync.
+            self._left.add(field)
+            _logger.error(
+                "heartbeat_monitor.cluster.leave_check_failed",
+                node=self.node_id,
+                peer=peer.id,
+                error=repr(exc),
+            )
+            return True
+        if not gone:
+            _logger.info(
+                "heartbeat_monitor.cluster.peer_left_node",
+                node=self.node_id,
+                peer=peer.id,
+                reason=reason,
+            )
+        return bool(gone)
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def _field(self, peer_id: Hashable) -> str | None:
+        try:
+            return _encode(peer_id)
+        except (TypeError, ValueError):
+            _logger.error("heartbeat_monitor.cluster.peer_not_json", peer=repr(peer_id)[:80])
+            return None
+
+    def _rooms(self, peer: _Peer) -> str:
+        adapter = self.adapter
+        rooms: set[str] = set()
+        for sid in peer.sids:
+            try:
+                rooms.update(adapter.sio.rooms(sid, namespace=adapter.namespace))
+            except Exception:
+                continue
+        rooms.difference_update(peer.members)
+        return json.dumps(sorted(rooms, key=str), default=str)
+
+    def _pipeline(self, *, transaction: bool) -> Any:
+        return self._redis.pipeline(transaction=transaction)
+
+    async def _execute(self, pipe: Any, commands: int) -> list[Any]:
+        with anyio.fail_after(self.op_timeout):
+            replies: list[Any] = await pipe.execute()
+        self.stats.commands += commands
+        return replies
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.sync_interval)
+            await self._sync()
+
+    async def _sync(self) -> None:
+        """One round trip: beat, presence changes, every node's counter, the dead marker."""
+        resync = self._resync
+        joined, self._joined = self._joined, {}
+        left, self._left = self._left, set()
+        nodes_key = self.prefix + "nodes"
+        own = self._presence_prefix + self.node_id
+        commands = 3
+        try:
+            async with self._pipeline(transaction=resync) as pipe:
+                if resync:
+                    pipe.delete(own)
+                    pipe.delete(self.prefix + "dead:" + self.node_id)
+                    commands += 2
+                    peers = [peer for peer in self.adapter._peers.values() if peer.gone is None]
+                elif left:
+                    pipe.hdel(own, *left)
+                    commands += 1
+                    peers = [peer for peer in joined.values() if peer.gone is None]
+                else:
+                    peers = [peer for peer in joined.values() if peer.gone is None]
+                for start in range(0, len(peers), _CHUNK):
+                    mapping = {}
+                    for peer in peers[start : start + _CHUNK]:
+                        field = self._field(peer.id)
+                        if field is not None:
+                            mapping[field] = self._rooms(peer)
+                    if mapping:
+                        pipe.hset(own, mapping=mapping)
+                        commands += 1
+                pipe.hincrby(nodes_key, self.node_id, 1)
+                pipe.hgetall(nodes_key)
+                pipe.exists(self.prefix + "dead:" + self.node_id)
+                replies = await self._execute(pipe, commands)
+        except Exception as exc:
+            self._sync_failed(exc)
+            return
+        counter, counters, declared_dead = replies[-3:]
+        if resync:
+            self._resync = False
+            self.stats.resyncs += 1
+            _logger.info(
+                "heartbeat_monitor.cluster.presence_written", node=self.node_id, peers=len(peers)
+            )
+        elif counter == 1 and self.stats.syncs > 0:
+            self._resync = True  # Redis lost our data (restarted empty): write it all again
+            _logger.warning("heartbeat_monitor.cluster.redis_state_lost", node=self.node_id)
+        if declared_dead and not resync:
+            self._resync = True
+            _logger.warning("heartbeat_monitor.cluster.declared_dead_rejoining", node=self.node_id)
+        self.stats.syncs += 1
+        self._observe({_text(node): int(value) for node, value in counters.items()})
+        if not self._healthy:
+            self._recovered()
+        if self._manager is not None and self._manager.pending:
+            await self._manager.flush()
+
+    def _sync_failed(self, exc: BaseException) -> None:
+        self.stats.sync_failures += 1
+        self._resync = True  # a partial pipeline or a Redis restart: rewrite presence
+        if self._healthy:
+            self._healthy = False
+            self._outage_started = time.monotonic()
+            _logger.error(
+                "heartbeat_monitor.cluster.redis_unavailable", node=self.node_id, error=repr(exc)
+            )
+        elif self.stats.sync_failures % _LOG_EVERY == 0:
+            _logger.error(
+                "heartbeat_monitor.cluster.redis_still_unavailable",
+                node=self.node_id,
+                error=repr(exc),
+                failures=self.stats.sync_failures,
+            )
+
+    def _recovered(self) -> None:
+        self._healthy = True
+        started, self._outage_started = self._outage_started, None
+        # The outage does not count against anybody: every node gets a fresh node_timeout.
+        for node in self._seen:
+            self._monitor.beat(node)
+        _logger.info(
+            "heartbeat_monitor.cluster.redis_recovered",
+            node=self.node_id,
+            outage=None if started is None else round(time.monotonic() - started, 3),
+        )
+
+    def _observe(self, counters: dict[str, int]) -> None:
+        monitor = self._monitor
+        seen = self._seen
+        for node, counter in counters.items():
+            if node == self.node_id or node in self._ending:
+                continue
+            last = seen.get(node)
+            if node not in monitor:
+                monitor.track(node)
+                if last is None:
+                    _logger.info(
+                        "heartbeat_monitor.cluster.node_joined", node=self.node_id, other=node
+                    )
+            elif counter != last:
+                monitor.beat(node)
+            seen[node] = counter
+        for node in [node for node in seen if node not in counters and node not in self._ending]:
+            del seen[node]
+            monitor.untrack(node)
+            _logger.info("heartbeat_monitor.cluster.node_left", node=self.node_id, other=node)
+
+    # -- a dead node ---------------------------------------------------------------------
+
+    async def _on_node_expired(self, event: Expired) -> None:
+        node = str(event.key)
+        if not self._healthy:
+            # We cannot read Redis: its silence may be ours. Look again later.
+            self._monitor.track(node)
+            _logger.warning(
+                "heartbeat_monitor.cluster.node_check_deferred", node=self.node_id, other=node
+            )
+            return
+        self._ending.add(node)
+        try:
+            ended = await self._end_node(node, event)
+        except Exception as exc:
+            ended = False
+            _logger.error(
+                "heartbeat_monitor.cluster.node_end_failed",
+                node=self.node_id,
+                other=node,
+                error=repr(exc),
+            )
+        finally:
+            self._ending.discard(node)
+        if not ended and node in self._seen:
+            self._monitor.track(node)  # someone else holds the lease, or Redis failed: re-check
+
+    async def _end_node(self, node: str, event: Expired) -> bool:
+        lease_key = self.prefix + "lease:" + node
+        with anyio.fail_after(self.op_timeout):
+            won = await self._redis.set(lease_key, self.node_id, nx=True, px=self._lease_ms)
+            counter = await self._redis.hget(self.prefix + "nodes", node)
+        self.stats.commands += 2
+        if not won:
+            _logger.info(
+                "heartbeat_monitor.cluster.lease_held_elsewhere", node=self.node_id, other=node
+            )
+            return False
+        if counter is not None and int(counter) != self._seen.get(node):
+            await self._lease(lease_key, release=True)
+            self._seen[node] = int(counter)
+            _logger.warning(
+                "heartbeat_monitor.cluster.node_alive_after_all", node=self.node_id, other=node
+            )
+            return False
+        _logger.warning(
+            "heartbeat_monitor.cluster.node_expired",
+            node=self.node_id,
+            other=node,
+            silent_for=round(event.expired_at - event.last_beat, 6),
+            node_timeout=self.node_timeout,
+        )
+        presence = self._presence_prefix + node
+        announced = 0
+        cursor = 0
+        while True:
+            with anyio.fail_after(self.op_timeout):
+                cursor, reply = await self._redis.hscan(presence, cursor, count=_CHUNK)
+            batch: dict[Any, Any] = dict(reply)  # type: ignore[arg-type]  # a dict without no_values
+            self.stats.commands += 1
+            ending: list[bytes] = []
+            if batch:
+                with anyio.fail_after(self.op_timeout):
+                    ending = await self._end_script(
+                        keys=[self.prefix + "nodes", presence, self.prefix + "announced:" + node],
+                        args=[self._presence_prefix, node, _MARKER_TTL, *batch],
+                    )
+                self.stats.commands += 1
+            for field in ending:
+                await self._announce(node, field, batch.get(field, b"[]"))
+                announced += 1
+            if not await self._lease(lease_key):
+                _logger.error("heartbeat_monitor.cluster.lease_lost", node=self.node_id, other=node)
+                return False
+            if cursor == 0:
+                break
+        async with self._pipeline(transaction=True) as pipe:
+            pipe.hdel(self.prefix + "nodes", node)
+            pipe.delete(presence)
+            pipe.set(self.prefix + "dead:" + node, self.node_id, ex=_MARKER_TTL)
+            await self._execute(pipe, 3)
+        self._seen.pop(node, None)
+        self.stats.nodes_ended += 1
+        _logger.warning(
+            "heartbeat_monitor.cluster.node_ended",
+            node=self.node_id,
+            other=node,
+            peers_announced=announced,
+        )
+        return True
+
+    async def _lease(self, key: str, *, release: bool = False) -> bool:
+        with anyio.fail_after(self.op_timeout):
+            held = await self._lease_script(
+                keys=[key], args=[self.node_id, 0 if release else self._lease_ms]
+            )
+        self.stats.commands += 1
+        return bool(held)
+
+    async def _announce(self, node: str, field: bytes | str, rooms: bytes | str) -> None:
+        try:
+            peer_id = _decode(field)
+            room_list: Iterable[Hashable] = [_frozen(room) for room in json.loads(rooms)]
+        except ValueError:
+            _logger.error(
+                "heartbeat_monitor.cluster.bad_presence_entry", other=node, field=repr(field)[:80]
+            )
+            return
+        peer = _Peer(peer_id, _RemoteKey(node, peer_id))
+        peer.rooms.update(room_list)
+        peer.gone = Reason.NODE_GONE
+        self.stats.peers_announced += 1
+        gone = self.adapter.stats.gone
+        gone[Reason.NODE_GONE] = gone.get(Reason.NODE_GONE, 0) + 1
+        await self.adapter._finish(peer, Reason.NODE_GONE)
+
+    # -- presence over Socket.IO -----------------------------------------------------------
+
+    async def _answer_presence(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            where = await self.presence()
+        except Exception as exc:
+            _logger.error(
+                "heartbeat_monitor.cluster.presence_failed", node=self.node_id, error=repr(exc)
+            )
+            return {"node": self.node_id, "error": "redis unavailable"}
+        return {
+            "node": self.node_id,
+            "nodes": self.nodes(),
+            "peers": [[peer, sorted(nodes)] for peer, nodes in where.items()],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisCluster node={self.node_id!r} nodes={len(self.nodes())} "
+            f"healthy={self._healthy} node_timeout={self.node_timeout!r}>"
+        )

@@ -1,0 +1,168 @@
+"""python-socketio's ``AsyncRedisManager``, hardened for Redis faults.
+
+python-socketio carries events between nodes through Redis pub/sub
+(``AsyncRedisManager``); we use it as is for everything it does (rooms,
+emits, disconnects across nodes) and override only its two Redis-facing
+private methods, both marked ``pragma: no cover`` upstream:
+
+* ``_publish``: upstream tries twice and then drops the event (and has no
+  timeout, so a slow Redis blocks the caller). Here each attempt is bounded by
+  ``op_timeout``; an event that cannot be published waits in a bounded outbox
+  (``outbox_size`` events, ``outbox_max_age`` seconds) and is sent, in order,
+  once Redis answers again (the next publish, or :meth:`flush` which the
+  cluster calls after each good sync). Local clients get the event at once
+  either way (python-socketio emits locally before it publishes).
+* ``_redis_listen_with_retries``: upstream backs off up to 60 s (1, 2, 4, ...)
+  after Redis drops, so a node could stay deaf long after Redis is back. Here
+  the back-off is capped at ``retry_cap`` (1 s), and failures are logged
+  through structlog (``heartbeat_monitor.cluster.pubsub_*``).
+
+The tests in ``tests/redis`` pin this against the installed python-socketio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Final, final
+
+import anyio
+import structlog
+from redis import asyncio as aioredis
+
+import socketio
+
+__all__ = ("ClusterRedisManager",)
+
+_logger = structlog.get_logger("heartbeat_monitor")
+_LOG_EVERY: Final = 100
+
+
+@final
+class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """``socketio.AsyncRedisManager`` with bounded Redis calls, an outbox and quick re-subscribe.
+
+    Pass it as ``socketio.AsyncServer(client_manager=ClusterRedisManager(url))``
+    on every node; every node must use the same ``url`` and ``channel``.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        channel: str = "socketio",
+        *,
+        op_timeout: float = 1.0,
+        retry_cap: float = 1.0,
+        outbox_size: int = 10_000,
+        outbox_max_age: float = 60.0,
+    ) -> None:
+        super().__init__(url, channel=channel)
+        self.op_timeout = op_timeout
+        self.retry_cap = retry_cap
+        self.outbox_max_age = outbox_max_age
+        self._outbox: deque[tuple[float, str]] = deque(maxlen=outbox_size)
+        self._flushing = asyncio.Lock()
+        self._publisher: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout
+        )
+        self._listener: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=op_timeout
+        )
+        #: Events published, and attempts that failed (plain ints).
+        self.published = 0
+        self.publish_failures = 0
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in the outbox for Redis to come back."""
+        return len(self._outbox)
+
+    async def _publish(self, data: Any) -> None:
+        message = self.json.dumps(data)
+        if len(self._outbox) == self._outbox.maxlen:
+            self.dropped += 1
+            _logger.error(
+                "heartbeat_monitor.cluster.outbox_full", dropped=self.dropped, channel=self.channel
+            )
+        self._outbox.append((time.monotonic(), message))
+        await self.flush()
+
+    async def flush(self) -> bool:
+        """Publish what waits in the outbox, oldest first; ``False`` if Redis still fails."""
+        if not self._outbox:
+            return True
+        async with self._flushing:
+            outbox = self._outbox
+            while outbox:
+                queued_at, message = outbox[0]
+                if time.monotonic() - queued_at > self.outbox_max_age:
+                    outbox.popleft()
+                    self.dropped += 1
+                    _logger.error(
+                        "heartbeat_monitor.cluster.outbox_expired",
+                        dropped=self.dropped,
+                        max_age=self.outbox_max_age,
+                    )
+                    continue
+                try:
+                    with anyio.fail_after(self.op_timeout):
+                        await self._publisher.publish(self.channel, message)
+                except Exception as exc:
+                    self.publish_failures += 1
+                    if self.publish_failures % _LOG_EVERY == 1:
+                        _logger.error(
+                            "heartbeat_monitor.cluster.publish_failed",
+                            error=repr(exc),
+                            failures=self.publish_failures,
+                            pending=len(outbox),
+                        )
+                    return False
+                outbox.popleft()
+                self.published += 1
+        return True
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
+        delay = 0.1
+        failed = False
+        while True:
+            pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
+            self.pubsub = pubsub
+            try:
+                await pubsub.subscribe(self.channel)
+                if failed:
+                    _logger.info(
+                        "heartbeat_monitor.cluster.pubsub_resubscribed", channel=self.channel
+                    )
+                    failed = False
+                delay = 0.1
+                async for message in pubsub.listen():
+                    yield message
+            except Exception as exc:
+                if not failed:
+                    _logger.error(
+                        "heartbeat_monitor.cluster.pubsub_failed",
+                        error=repr(exc),
+                        channel=self.channel,
+                    )
+                failed = True
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except Exception:
+                    pass
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_cap)
+
+    async def aclose(self) -> None:
+        """Stop listening and close the Redis connections (idempotent)."""
+        thread = getattr(self, "thread", None)
+        if thread is not None and not thread.done():
+            thread.cancel()
+            await asyncio.wait([thread])
+        for client in (self._publisher, self._listener):
+            try:
+                await client.aclose()
+            except Exception:
+                pass
