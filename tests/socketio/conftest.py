@@ -58,6 +58,12 @@ class Changes:
                 await self._changed.wait()
         return self.items
 
+    async def wait_for(self, item: Any, within: float = 5.0) -> list[Any]:
+        with anyio.fail_after(within):
+            while item not in self.items:
+                await self._changed.wait()
+        return self.items
+
     def __len__(self) -> int:
         return len(self.items)
 
