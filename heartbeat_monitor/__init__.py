@@ -7,6 +7,17 @@ that drives it on anyio, and the clocks they read. Transport adapters
 
 from __future__ import annotations
 
+from ._adapter import (
+    Connection,
+    GoneCallback,
+    MemoryClient,
+    MemoryTransport,
+    PeerGone,
+    PeerHub,
+    QueuedConnection,
+    Session,
+    Transport,
+)
 from ._clock import Clock, ManualClock, MonotonicClock, VirtualClock
 from ._errors import ConfigurationError, HeartbeatMonitorError, PeerError
 from ._events import (
@@ -34,29 +45,38 @@ from ._wheel import LivenessTracker
 __all__ = (
     "Clock",
     "ConfigurationError",
+    "Connection",
     "Event",
     "EventStream",
     "ExpireCallback",
     "Expired",
     "FixedTimeout",
+    "GoneCallback",
     "HeartbeatMonitor",
     "HeartbeatMonitorError",
     "History",
     "LivenessTracker",
     "ManualClock",
+    "MemoryClient",
+    "MemoryTransport",
     "MissedBeats",
     "MonotonicClock",
     "PeerError",
     "PeerEvent",
+    "PeerGone",
+    "PeerHub",
     "PhiAccrual",
     "PhiHistory",
     "Policy",
+    "QueuedConnection",
     "Recovered",
+    "Session",
     "Stalled",
     "StatefulPolicy",
     "StormEnded",
     "StormStarted",
     "Suspected",
+    "Transport",
     "VirtualClock",
 )
 

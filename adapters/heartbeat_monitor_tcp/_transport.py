@@ -1,0 +1,123 @@
+"""The TCP server: one anyio task per connection, one JSON message per line.
+
+Framing is newline-delimited JSON (the messages cannot contain a raw newline):
+a partial frame waits in the buffer until its newline arrives; more than
+``max_size`` bytes without a newline is an oversized frame and is refused;
+end of stream in the middle of a frame is a lost connection.
+
+Half-open connections: a peer whose host vanished never sends FIN, so the
+reader would wait forever; the heartbeat timeout ends that episode and the
+server closes the socket (this is what heartbeats are for). A peer that
+half-closes (shuts down its write side) has said goodbye: ``closed by peer``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import ClassVar, final
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.abc import SocketAttribute
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from heartbeat_monitor import PeerHub, QueuedConnection
+from heartbeat_monitor._adapter import (
+    MAX_MESSAGE_SIZE,
+    ConnectionEnded,
+    encode_message,
+    serve_connection,
+)
+
+__all__ = ("TcpTransport",)
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+
+@final
+class _TcpConnection(QueuedConnection):
+    transport: ClassVar[str] = "tcp"
+
+    def __init__(self, stream: anyio.abc.SocketStream, close_timeout: float) -> None:
+        super().__init__(close_timeout=close_timeout)
+        self._stream = stream
+
+    async def _write(self, batch: list[str]) -> None:
+        await self._stream.send("".join(f"{data}\n" for data in batch).encode())
+
+    async def _end(self, reason: str) -> None:
+        try:
+            await self._stream.send(
+                encode_message({"type": "closed", "reason": reason}).encode() + b"\n"
+            )
+        finally:
+            await self._stream.aclose()
+
+
+@final
+class TcpTransport:
+    """A TCP heartbeat server on ``host:port`` (port 0: any free port)."""
+
+    name: ClassVar[str] = "tcp"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_size: int = MAX_MESSAGE_SIZE,
+        hello_timeout: float = 5.0,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_size = max_size
+        self.hello_timeout = hello_timeout
+        self.close_timeout = close_timeout
+
+    async def serve(
+        self,
+        hub: PeerHub,
+        *,
+        task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        async with listener:
+            address = listener.extra(SocketAttribute.local_address)
+            assert isinstance(address, tuple)
+            host, port = address[0], address[1]
+            _logger.info("heartbeat_monitor.tcp.listening", host=host, port=port)
+            task_status.started((str(host), int(port)))
+            await listener.serve(partial(self._handle, hub))
+
+    async def _handle(self, hub: PeerHub, stream: anyio.abc.SocketStream) -> None:
+        try:
+            async with stream:
+                reader = BufferedByteReceiveStream(stream)
+                await serve_connection(
+                    hub,
+                    _TcpConnection(stream, self.close_timeout),
+                    partial(self._frame, reader),
+                    hello_timeout=self.hello_timeout,
+                    max_size=self.max_size,
+                    address=str(stream.extra(SocketAttribute.remote_address)),
+                )
+        except Exception:  # never let one connection take the server down
+            _logger.exception("heartbeat_monitor.tcp.connection_failed")
+
+    async def _frame(self, reader: BufferedByteReceiveStream) -> bytes:
+        """The next line; :class:`ConnectionEnded` says why there is none."""
+        try:
+            return await reader.receive_until(b"\n", self.max_size + 1)
+        except anyio.DelimiterNotFound:
+            reason = f"oversized: no newline within {self.max_size} bytes"
+            raise ConnectionEnded(reason, bad=True) from None
+        except anyio.IncompleteRead:
+            if reader.buffer:
+                raise ConnectionEnded("connection lost: partial frame at end of stream") from None
+            raise ConnectionEnded("closed by peer") from None
+        except anyio.ClosedResourceError:
+            raise ConnectionEnded("closed by server") from None
+        except (anyio.BrokenResourceError, OSError) as exc:
+            raise ConnectionEnded(f"connection lost: {exc or exc.__class__.__name__}") from None

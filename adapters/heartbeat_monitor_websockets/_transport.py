@@ -1,0 +1,158 @@
+"""The WebSocket server: websockets' asyncio implementation, one task per connection.
+
+Each message (text or binary) is one JSON object; the first must be the hello.
+The server closes an expired peer with :data:`CLOSE_EXPIRED` (4000) and a
+refused one with :data:`CLOSE_REFUSED` (4001); the close reason is the same
+text as the :class:`~heartbeat_monitor.PeerGone` reason (cut to the 123 bytes a
+close frame allows).
+
+websockets' own keepalive (``ping_interval``/``ping_timeout``) is independent:
+its pongs are answered by the client *library*, so they prove the TCP path and
+the client's event loop are alive, not that the application still beats. They
+do not count as beats. If a ping times out first, websockets closes with 1011
+and the episode ends as ``connection lost: 1011 keepalive ping timeout``;
+either way there is exactly one ``PeerGone``. Keep ``ping_interval`` at least
+the heartbeat timeout (the default here: off) so that heartbeats decide.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import ClassVar, final
+
+import anyio
+import anyio.abc
+import structlog
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
+
+from heartbeat_monitor import PeerHub, QueuedConnection
+from heartbeat_monitor._adapter import MAX_MESSAGE_SIZE, ConnectionEnded, serve_connection
+
+__all__ = ("CLOSE_EXPIRED", "CLOSE_REFUSED", "WebSocketTransport")
+
+#: Close code for a peer that went silent past its deadline.
+CLOSE_EXPIRED = 4000
+#: Close code for a peer whose input was refused (malformed, spoofed, flood, id in use).
+CLOSE_REFUSED = 4001
+#: Close codes websockets itself sends for bad frames: they are refusals too.
+_BAD_INPUT = {1002: "malformed", 1007: "malformed", 1009: "oversized"}
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+
+def _close_frame_reason(reason: str) -> str:
+    data = reason.encode()[:123]
+    return data.decode(errors="ignore")
+
+
+def _close_code(reason: str) -> int:
+    if reason.startswith("expired"):
+        return CLOSE_EXPIRED
+    if reason.startswith("refused"):
+        return CLOSE_REFUSED
+    return 1000
+
+
+@final
+class _WsConnection(QueuedConnection):
+    transport: ClassVar[str] = "websocket"
+
+    def __init__(self, websocket: ServerConnection, close_timeout: float) -> None:
+        super().__init__(close_timeout=close_timeout)
+        self._websocket = websocket
+
+    async def _write(self, batch: list[str]) -> None:
+        for data in batch:
+            await self._websocket.send(data)
+
+    async def _end(self, reason: str) -> None:
+        await self._websocket.close(_close_code(reason), _close_frame_reason(reason))
+
+
+def _ended(exc: ConnectionClosed, websocket: ServerConnection) -> tuple[bool, str]:
+    """(is bad input, reason) for a connection that ended."""
+    sent: Close | None = exc.sent
+    rcvd: Close | None = exc.rcvd
+    if sent is not None and sent.code in _BAD_INPUT and (rcvd is None or rcvd.code == sent.code):
+        return True, f"{_BAD_INPUT[sent.code]}: {sent.code} {sent.reason}".rstrip()
+    if rcvd is None:
+        if sent is not None:
+            return False, f"connection lost: {sent.code} {sent.reason}".rstrip()
+        return False, "connection lost: no close frame"
+    return False, f"closed by peer: {rcvd.code} {rcvd.reason}".rstrip()
+
+
+@final
+class WebSocketTransport:
+    """A WebSocket heartbeat server on ``host:port`` (port 0: any free port).
+
+    ``ping_interval``/``ping_timeout`` are websockets' keepalive (``None``: off);
+    extra keyword arguments go to :func:`websockets.asyncio.server.serve`.
+    """
+
+    name: ClassVar[str] = "websocket"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_size: int = MAX_MESSAGE_SIZE,
+        hello_timeout: float = 5.0,
+        close_timeout: float = 1.0,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        **serve_options: object,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_size = max_size
+        self.hello_timeout = hello_timeout
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.serve_options = serve_options
+
+    async def serve(
+        self,
+        hub: PeerHub,
+        *,
+        task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with serve(
+            partial(self._handle, hub),
+            self.host,
+            self.port,
+            max_size=self.max_size,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=self.close_timeout,
+            compression=None,
+            **self.serve_options,  # type: ignore[arg-type]
+        ) as server:
+            host, port = next(iter(server.sockets)).getsockname()[:2]
+            _logger.info("heartbeat_monitor.websocket.listening", host=host, port=port)
+            task_status.started((str(host), int(port)))
+            await server.serve_forever()
+
+    async def _handle(self, hub: PeerHub, websocket: ServerConnection) -> None:
+        async def receive() -> bytes | str:
+            try:
+                return await websocket.recv()
+            except ConnectionClosed as exc:
+                bad, reason = _ended(exc, websocket)
+                raise ConnectionEnded(reason, bad=bad) from None
+
+        try:
+            await serve_connection(
+                hub,
+                _WsConnection(websocket, self.close_timeout),
+                receive,
+                hello_timeout=self.hello_timeout,
+                max_size=self.max_size,
+                address=str(websocket.remote_address),
+            )
+        except Exception:  # never let one connection take the server down
+            _logger.exception("heartbeat_monitor.websocket.connection_failed")

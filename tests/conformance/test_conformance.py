@@ -1,0 +1,203 @@
+"""The conformance suite: every transport, real server, real clients, loopback.
+
+Each test takes the ``harness`` fixture (conftest.py), parametrized over every
+transport; a new transport passes this file or it does not ship.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from ._clients import UdpClient
+from .conftest import RESOLUTION, SLACK, TIMEOUT, Harness
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_beating_peers_stay(harness: Harness):
+    clients = [await harness.connect(f"p{i}") for i in range(5)]
+    start = time.monotonic()
+    await anyio.sleep(3 * TIMEOUT)  # the point is that time passes: three timeouts of beats
+    assert time.monotonic() - start >= 3 * TIMEOUT
+    assert harness.gone == []
+    assert len(harness.hub) == len(clients)
+    assert all(client.closed is None for client in clients)
+
+
+async def test_silent_peer_is_ended_in_time_and_others_are_told_once(harness: Harness):
+    observer = await harness.connect("observer")
+    silent = await harness.connect("silent", beat_every=None)
+    await silent.beat()
+    last_beat = time.monotonic()
+    (gone,) = await harness.wait_gone("silent", within=TIMEOUT + 5)
+    elapsed = {e.key: t for e, t in harness.gone}["silent"] - last_beat
+    assert TIMEOUT < elapsed <= TIMEOUT + RESOLUTION + SLACK, elapsed
+    assert gone.expired
+    assert gone.reason.startswith("expired: silent for 0.4")
+    await silent.wait_for(lambda: silent.closed is not None)
+    assert silent.closed == gone.reason  # the peer is told why
+    await harness.barrier(observer)
+    assert observer.gone_notices("silent") == [
+        {"type": "gone", "peer": "silent", "reason": gone.reason}
+    ]
+    assert len(harness.gone_of("silent")) == 1
+    assert "observer" in harness.hub
+
+
+async def test_clean_close_gives_exactly_one_gone(harness: Harness):
+    observer = await harness.connect("observer")
+    leaving = await harness.connect("leaving")
+    leaving.go_silent()
+    await leaving.close()
+    (gone,) = await harness.wait_gone("leaving")
+    assert not gone.expired
+    assert gone.reason.startswith("closed by peer")
+    await harness.barrier(observer)
+    assert len(harness.gone_of("leaving")) == 1
+    assert len(observer.gone_notices("leaving")) == 1
+
+
+async def test_abrupt_death_gives_exactly_one_gone(harness: Harness):
+    observer = await harness.connect("observer")
+    process = await harness.spawn("doomed", 3)
+    assert all(f"doomed{i}" in harness.hub for i in range(3))
+    process.kill()  # SIGKILL: no goodbye
+    killed_at = time.monotonic()
+    for i in range(3):
+        await harness.wait_gone(f"doomed{i}", within=TIMEOUT + RESOLUTION + SLACK + 1)
+    assert time.monotonic() - killed_at <= TIMEOUT + RESOLUTION + SLACK + 1
+    await process.wait()
+    await harness.barrier(observer)
+    for i in range(3):
+        assert len(harness.gone_of(f"doomed{i}")) == 1
+        assert len(observer.gone_notices(f"doomed{i}")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peer_timeout", [1.5])
+async def test_a_thousand_concurrent_peers(harness: Harness, peer_timeout: float):
+    """One client process holds 1,000 beating peers; killing it gives 1,000 gones, once each.
+
+    The timeout is longer here: while 1,000 peers connect, two shared cores run
+    the server, the client process and the handshakes; 0.4 s would measure the
+    machine's load, not the adapter.
+    """
+    started = time.monotonic()
+    process = await harness.spawn("crowd", 1000, interval=peer_timeout / 3)
+    connect_time = time.monotonic() - started
+    assert len(harness.hub) == 1000
+    await anyio.sleep(1.5 * peer_timeout)  # longer than a timeout of beating: nobody may go
+    assert harness.gone == [], harness.gone[:3]
+    process.kill()
+    await harness.wait_for(lambda: len(harness.gone) == 1000, within=15)
+    await process.wait()
+    await harness.barrier()
+    crowd = [str(event.key) for event, _ in harness.gone if str(event.key).startswith("crowd")]
+    assert sorted(crowd) == sorted(f"crowd{i}" for i in range(1000))
+    assert len(harness.hub) == 0
+    print(f"{harness.name}: 1000 peers connected in {connect_time:.2f} s")
+
+
+#: (name, raw data, the start of the logged reason)
+BAD_INPUT = [
+    ("garbage", b"\xff\xfe\x00garbage\x80", "malformed"),
+    ("oversized", b'{"type":"beat","pad":"' + b"x" * 10_000 + b'"}', "oversized"),
+    ("not-an-object", b'["beat"]', "wrong type"),
+    ("type-not-a-string", b'{"type":5}', "wrong type"),
+    ("spoofed-id", b'{"type":"beat","peer":"victim"}', "spoofed"),
+]
+
+
+@pytest.mark.parametrize(("kind", "data", "reason"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+async def test_bad_input_is_refused_and_disturbs_no_one(harness: Harness, kind, data, reason):
+    victim = await harness.connect("victim")
+    bystander = await harness.connect("bystander")
+    victim_session = harness.hub.session("victim")
+    assert victim_session is not None
+    offender = await harness.connect("offender", beat_every=None)
+    if isinstance(offender, UdpClient):
+        data = _udp_variant(kind, data)
+    with capture_logs() as logs:
+        await offender.send_raw(data)
+        await harness.wait_for(lambda: sum(harness.hub.refused.values()) >= 1)
+    refusals = [log for log in logs if log["event"].endswith("peer_refused")]
+    assert refusals, logs
+    assert refusals[0]["event"] == f"heartbeat_monitor.{harness.name}.peer_refused"
+    assert refusals[0]["reason"].startswith(reason), refusals[0]
+    if harness.name != "udp":  # a stream is closed with the reason; UDP drops the datagram
+        (gone,) = await harness.wait_gone("offender")
+        assert gone.reason == f"refused: {refusals[0]['reason']}"
+        await offender.wait_for(lambda: offender.ended)
+    # nobody else was touched: same episode, still tracked, never told to go
+    # (that a spoof does not move the victim's last beat is tested on a ManualClock in
+    # tests/transports/test_adapter.py and test_udp.py)
+    assert harness.hub.session("victim") is victim_session
+    assert victim.closed is None
+    assert "bystander" in harness.hub
+    assert harness.gone_of("victim") == []
+    assert harness.gone_of("bystander") == []
+    assert bystander.closed is None
+
+
+def _udp_variant(kind: str, data: bytes) -> bytes:
+    """UDP carries the peer id in every datagram: the spoof is a beat signed without the key."""
+    from heartbeat_monitor_udp import datagram
+
+    if kind == "spoofed-id":
+        return datagram("victim", key=b"not the key")
+    if kind in ("not-an-object", "type-not-a-string"):
+        return data + b"\x00" * 32
+    return data
+
+
+async def test_flood_is_refused(harness: Harness):
+    bystander = await harness.connect("bystander")
+    flooder = await harness.connect("flooder", beat_every=None)
+    with capture_logs() as logs:
+        for _ in range(harness.hub.max_rate + 50):
+            try:
+                await flooder.beat()
+            except Exception:
+                break
+        await harness.wait_gone("flooder")
+    (refusal,) = [log for log in logs if log["event"].endswith("peer_refused")]
+    assert refusal["reason"].startswith("flood")
+    assert "bystander" in harness.hub
+    assert bystander.closed is None
+
+
+async def test_reconnect_is_a_new_episode(harness: Harness):
+    first = await harness.connect("again")
+    first_episode = harness.hub.session("again")
+    assert first_episode is not None
+    first.go_silent()
+    await first.close()
+    await harness.wait_gone("again")
+    second = await harness.connect("again")
+    second_episode = harness.hub.session("again")
+    assert second_episode is not None
+    assert second_episode is not first_episode
+    assert second_episode.episode > first_episode.episode
+    second.go_silent()
+    (_, gone) = await harness.wait_gone("again", count=2, within=TIMEOUT + 5)
+    assert gone.expired
+    assert gone.episode == second_episode.episode
+
+
+async def test_a_live_peer_id_cannot_be_taken_over(harness: Harness):
+    owner = await harness.connect("owner")
+    session = harness.hub.session("owner")
+    thief = harness.client("owner")
+    if isinstance(thief, UdpClient):
+        thief.key = None  # whoever lacks the key
+    with capture_logs() as logs:
+        await thief.start(harness.task_group, wait=False)
+        await harness.wait_for(lambda: sum(harness.hub.refused.values()) >= 1)
+    assert not thief.welcomed
+    assert any(log["event"].endswith("peer_refused") for log in logs)
+    assert harness.hub.session("owner") is session
+    assert owner.closed is None
