@@ -1,0 +1,224 @@
+"""Fixtures for the multi-node tests: a real redis-server and real ``serve`` processes.
+
+``redis_server`` starts its own ``redis-server`` on a free loopback port (no
+persistence), which a test may ``stop()`` and ``start()`` again (same port,
+empty, as after a crash). ``start_node(name)`` runs ``heartbeat-monitor serve
+--redis-url ...`` as a subprocess on a free port and returns a :class:`Node`:
+its JSON log lines (``node.logged(event)``), ``await node.client()`` (a real
+python-socketio client from ``tests/socketio``), ``await node.presence()``
+(asked over Socket.IO), ``node.kill()`` (SIGKILL). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from redis import asyncio as aioredis
+from tests.conftest import require_tool
+from tests.socketio.conftest import Changes, Client
+
+#: Client heartbeat interval and misses (a client is gone after 0.5 s of silence).
+INTERVAL = 0.25
+MISSES = 2
+#: A node is dead after this long without beating into Redis; nodes sync this often.
+NODE_TIMEOUT = 1.5
+SYNC_INTERVAL = 0.25
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """python-socketio runs on asyncio only."""
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: anyio.abc.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await anyio.open_process(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await client.ping()
+                        break
+                    except Exception:
+                        await anyio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        with anyio.fail_after(10):
+            await process.wait()
+
+    async def client(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    require_tool("redis-server", shutil.which("redis-server") is not None)
+    server = RedisServer(free_port())
+    await server.start()
+    try:
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await server.stop()
+
+
+class Node:
+    """A ``heartbeat-monitor serve --redis-url`` subprocess and its JSON log."""
+
+    def __init__(self, name: str, process: anyio.abc.Process) -> None:
+        self.name = name
+        self.process = process
+        self.lines = Changes()
+        self.url = ""
+        self.clients: list[Client] = []
+
+    async def read(self, stream: Any) -> None:
+        lines = BufferedByteReceiveStream(stream)
+        while True:
+            try:
+                raw = await lines.receive_until(b"\n", 1 << 20)
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                return
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": "stray_output", "text": raw.decode(errors="replace")}
+            self.lines.append(line)
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines.items if line.get("event") == event]
+
+    async def wait_logged(self, event: str, n: int = 1, within: float = 10.0) -> list[Any]:
+        with anyio.fail_after(within):
+            while len(self.logged(event)) < n:
+                await self.lines.wait(len(self.lines) + 1, within=within)
+        return self.logged(event)
+
+    async def client(self, *, beat: bool = True) -> Client:
+        client = Client(self.url, "/", INTERVAL)
+        self.clients.append(client)
+        await client.connect()
+        if beat:
+            client.heartbeat.start()
+        return client
+
+    async def presence(self, client: Client) -> dict[str, Any]:
+        """Ask this node (through one of its clients) which peers are present where."""
+        reply: dict[str, Any] = await client.sio.call("presence", namespace="/", timeout=5)
+        return reply
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+
+
+StartNode = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture
+async def start_node(redis_server: RedisServer) -> AsyncIterator[StartNode]:
+    nodes: list[Node] = []
+    async with anyio.create_task_group() as task_group:
+
+        async def start(name: str, *extra: str) -> Node:
+            process = await anyio.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "heartbeat_monitor._cli",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--redis-url",
+                    redis_server.url,
+                    "--node-id",
+                    name,
+                    "--interval",
+                    str(INTERVAL),
+                    "--misses",
+                    str(MISSES),
+                    "--node-timeout",
+                    str(NODE_TIMEOUT),
+                    "--sync-interval",
+                    str(SYNC_INTERVAL),
+                    "--ping-interval",
+                    "1",
+                    "--ping-timeout",
+                    "2",
+                    "--log-format",
+                    "json",
+                    *extra,
+                ],
+            )
+            node = Node(name, process)
+            nodes.append(node)
+            task_group.start_soon(node.read, process.stdout)
+            task_group.start_soon(node.read, process.stderr)
+            [serving] = await node.wait_logged("heartbeat_monitor.socketio.serving", within=30)
+            node.url = serving["url"].removesuffix("/socket.io/")
+            await node.wait_logged("heartbeat_monitor.cluster.started", within=10)
+            return node
+
+        try:
+            yield start
+        finally:
+            with anyio.CancelScope(shield=True):
+                for node in nodes:
+                    for client in node.clients:
+                        await client.close()
+                for node in nodes:
+                    with contextlib.suppress(ProcessLookupError):
+                        node.process.terminate()
+                with anyio.move_on_after(10):
+                    for node in nodes:
+                        await node.process.wait()
+                for node in nodes:
+                    with contextlib.suppress(ProcessLookupError):
+                        node.process.kill()
+                    await node.process.aclose()
+            task_group.cancel_scope.cancel()

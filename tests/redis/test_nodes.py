@@ -1,0 +1,135 @@
+"""Three real ``serve`` processes sharing a real redis-server, with real clients on each."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.socketio.conftest import Client
+
+from .conftest import INTERVAL, MISSES, NODE_TIMEOUT, SYNC_INTERVAL, Node, RedisServer, StartNode
+
+pytestmark = pytest.mark.anyio
+
+#: Loopback and two shared cores: the margin added to every bound.
+SLACK = 1.5
+
+
+async def start_nodes(start_node: StartNode, *names: str) -> list[Node]:
+    nodes: list[Node] = []
+
+    async def one(name: str) -> None:
+        nodes.append(await start_node(name))
+
+    async with anyio.create_task_group() as task_group:
+        for name in names:
+            task_group.start_soon(one, name)
+    return sorted(nodes, key=lambda node: node.name)
+
+
+async def wait_presence(
+    node: Node, client: Client, expected: dict[str, set[str]], within: float
+) -> dict[str, Any]:
+    """Poll ``node``'s presence (over Socket.IO) until it is ``expected``; bounded."""
+    reply: dict[str, Any] = {}
+    try:
+        with anyio.fail_after(within):
+            while True:
+                reply = await node.presence(client)
+                got = {peer: set(nodes) for peer, nodes in reply.get("peers", [])}
+                if got == expected:
+                    return reply
+                await anyio.sleep(SYNC_INTERVAL / 2)
+    except TimeoutError:
+        raise AssertionError(f"presence on {node.name}: {reply!r}, expected {expected!r}") from None
+
+
+async def assert_no_more(client: Client, count: int, within: float) -> None:
+    with anyio.move_on_after(within):
+        await client.peer_gone.wait(count + 1, within=within * 2)
+    assert len(client.peer_gone) == count, client.peer_gone.items
+
+
+async def test_silent_client_announced_on_every_node_then_a_killed_node_once(
+    start_node: StartNode,
+) -> None:
+    a, b, c = await start_nodes(start_node, "a", "b", "c")
+    on_a = [await a.client(), await a.client()]
+    on_b = [await b.client(), await b.client()]
+    on_c = [await c.client(), await c.client()]
+    everyone = {
+        client.sid: {node.name}
+        for node, clients in ((a, on_a), (b, on_b), (c, on_c))
+        for client in clients
+    }
+
+    # Presence: every peer, on its node, as seen from any node.
+    await wait_presence(c, on_c[0], everyone, within=5)
+    await wait_presence(a, on_a[0], everyone, within=5)
+
+    # A silent client on A is announced to the clients of B and C (and A), once.
+    silent = await a.client(beat=False)
+    gone = {"peer": silent.sid, "reason": "heartbeat timeout"}
+    for client in on_a + on_b + on_c:
+        assert await client.peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [gone]
+    await wait_presence(b, on_b[0], everyone, within=5)
+
+    # B is killed: each of its peers is announced once on A and C, within the bound.
+    killed_at = time.monotonic()
+    b.kill()
+    bound = NODE_TIMEOUT + SYNC_INTERVAL + NODE_TIMEOUT / 10 + SLACK
+    expected = sorted([{"peer": client.sid, "reason": "node gone"} for client in on_b], key=str)
+    for client in on_a + on_c:
+        events = await client.peer_gone.wait(3, within=bound)
+        assert sorted(events[1:], key=str) == expected
+    detected = time.monotonic() - killed_at
+    assert detected <= bound
+    for client in on_a + on_c:
+        await assert_no_more(client, 3, within=SYNC_INTERVAL * 4)
+    ended = a.logged("heartbeat_monitor.cluster.node_ended") + c.logged(
+        "heartbeat_monitor.cluster.node_ended"
+    )
+    assert [(line["other"], line["peers_announced"]) for line in ended] == [("b", 2)]
+    del everyone[on_b[0].sid], everyone[on_b[1].sid]
+    await wait_presence(a, on_a[0], everyone, within=5)
+    await wait_presence(c, on_c[0], everyone, within=5)
+    reply = await c.presence(on_c[0])
+    assert reply["nodes"] == ["a", "c"]
+
+
+async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: RedisServer) -> None:
+    a, b = await start_nodes(start_node, "a", "b")
+    on_a = [await a.client(), await a.client()]
+    on_b = [await b.client(), await b.client()]
+    everyone = {
+        client.sid: {node.name} for node, clients in ((a, on_a), (b, on_b)) for client in clients
+    }
+    await wait_presence(a, on_a[0], everyone, within=5)
+
+    await redis_server.stop()
+    with anyio.move_on_after(10):
+        # Nothing may be announced while Redis is gone: clients keep beating.
+        await on_a[0].peer_gone.wait(1, within=20)
+    for client in on_a + on_b:
+        assert client.peer_gone.items == []
+        assert client.sio.connected
+    await a.wait_logged("heartbeat_monitor.cluster.redis_unavailable")
+    await redis_server.start()  # empty, as after a crash
+
+    await a.wait_logged("heartbeat_monitor.cluster.redis_recovered", within=5)
+    await b.wait_logged("heartbeat_monitor.cluster.redis_recovered", within=5)
+    await wait_presence(a, on_a[0], everyone, within=5)
+    await wait_presence(b, on_b[0], everyone, within=5)
+    for node in (a, b):
+        assert node.logged("heartbeat_monitor.cluster.node_expired") == []
+    for client in on_a + on_b:
+        assert client.peer_gone.items == []
+
+    # Cross-node notifications work again (the listener re-subscribed).
+    silent = await b.client(beat=False)
+    gone = {"peer": silent.sid, "reason": "heartbeat timeout"}
+    for client in on_a + on_b:
+        assert await client.peer_gone.wait(1, within=INTERVAL * MISSES + 2 * SLACK) == [gone]
