@@ -96,9 +96,10 @@ def test_heartbeat_client_arguments() -> None:
 async def test_heartbeat_client_stops_cleanly_when_never_connected() -> None:
     beating = HeartbeatClient(socketio.AsyncClient(), 0.01)
     async with beating:
-        assert beating.running
+        states = [beating.running]
         assert await beating.beat() is False
-    assert not beating.running
+    states.append(beating.running)
+    assert states == [True, False]
     assert beating.beats_sent == 0
     await beating.stop()  # idempotent
 
