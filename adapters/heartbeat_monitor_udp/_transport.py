@@ -163,7 +163,14 @@ class UdpTransport:
     def _receive(self, hub: PeerHub, data: bytes, address: tuple[str, int]) -> None:
         key = self.key
         payload, tag = (data[:-TAG_SIZE], data[-TAG_SIZE:]) if key is not None else (data, b"")
-        message = decode_message(payload, max_size=self.max_size)
+        try:
+            message = decode_message(payload, max_size=self.max_size)
+        except PeerError:
+            if key is not None and data[-1:] == b"}":
+                raise PeerError(
+                    "spoofed: unsigned datagram (this server requires an HMAC)"
+                ) from None
+            raise
         peer = check_peer_id(message.get("peer"))
         ts = message.get("ts")
         if not isinstance(ts, int) or isinstance(ts, bool):

@@ -1,0 +1,55 @@
+"""Transports by name (entry points), and ``serve`` for a non-Socket.IO transport."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+from structlog.testing import capture_logs
+
+from heartbeat_monitor import ConfigurationError
+from heartbeat_monitor._transports import add_transport_options, available, load_transport, serve
+
+
+def test_every_adapter_is_found_by_entry_point():
+    assert {"socketio", "websocket", "tcp", "udp"} <= set(available())
+    from heartbeat_monitor_tcp import TcpTransport
+    from heartbeat_monitor_udp import UdpTransport
+    from heartbeat_monitor_websockets import WebSocketTransport
+
+    assert load_transport("tcp") is TcpTransport
+    assert load_transport("udp") is UdpTransport
+    assert load_transport("websocket") is WebSocketTransport
+    with pytest.raises(ConfigurationError, match="no transport 'carrier-pigeon'"):
+        load_transport("carrier-pigeon")
+
+
+def test_transport_options():
+    parser = argparse.ArgumentParser()
+    add_transport_options(parser)
+    assert parser.parse_args([]).transport == "socketio"
+    assert parser.parse_args(["--transport", "udp"]).transport == "udp"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--transport", "carrier-pigeon"])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_serve_is_a_one_line_swap(anyio_backend):
+    factory: Any = load_transport("tcp")
+    transport = factory("127.0.0.1", 0)  # the one line: any installed name works
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as task_group:
+            host, port = await task_group.start(partial(serve, transport, timeout=5.0))
+            async with await anyio.connect_tcp(host, port) as stream:
+                await stream.send(b'{"type":"hello","peer":"cli"}\n')
+                reader = BufferedByteReceiveStream(stream)
+                welcome = json.loads(await reader.receive_until(b"\n", 1000))
+            task_group.cancel_scope.cancel()
+    assert welcome["peer"] == "cli"
+    assert welcome["timeout"] == 5.0
+    assert any(log["event"] == "heartbeat_monitor.tcp.serving" for log in logs)
