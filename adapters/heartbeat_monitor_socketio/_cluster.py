@@ -72,9 +72,9 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import anyio
 import anyio.abc
 import structlog
-from redis import asyncio as aioredis
 
 from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor
+from redis import asyncio as aioredis
 
 from ._adapter import Reason, SocketIOAdapter, _Peer
 from ._redis_manager import ClusterRedisManager
@@ -368,18 +368,20 @@ class RedisCluster:
         tb: TracebackType | None,
     ) -> None:
         task_group, self._task_group = self._task_group, None
-        with anyio.CancelScope(shield=True):
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(None, None, None)
+        finally:
             try:
-                if task_group is not None:
-                    task_group.cancel_scope.cancel()
-                    await task_group.__aexit__(None, None, None)
-                await self._leave_cluster()
+                with anyio.CancelScope(shield=True):
+                    await self._leave_cluster()
+                    if self._manager is not None:
+                        await self._manager.aclose()
+                    await self._redis.aclose()
             finally:
-                await self._monitor.__aexit__(None, None, None)
-                if self._manager is not None:
-                    await self._manager.aclose()
-                await self._redis.aclose()
                 self.adapter._cluster = None
+                await self._monitor.__aexit__(exc_type, exc, tb)
 
     async def _leave_cluster(self) -> None:
         """A clean exit: the node and its presence leave Redis; nobody announces anything."""

@@ -26,6 +26,13 @@ import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+import socketio
+from heartbeat_monitor_socketio import (
+    ClusterRedisManager,
+    RedisCluster,
+    SocketIOAdapter,
+    SocketIOServer,
+)
 from redis import asyncio as aioredis
 from tests.conftest import require_tool
 from tests.socketio.conftest import Changes, Client
@@ -222,3 +229,70 @@ async def start_node(redis_server: RedisServer) -> AsyncIterator[StartNode]:
                         node.process.kill()
                     await node.process.aclose()
             task_group.cancel_scope.cancel()
+
+
+class Member:
+    """A node in this process: uvicorn + python-socketio + adapter + RedisCluster."""
+
+    def __init__(self, server: SocketIOServer, cluster: RedisCluster, gone: Changes) -> None:
+        self.server = server
+        self.cluster = cluster
+        self.adapter = server.adapter
+        self.name = cluster.node_id
+        #: Every ``(peer, reason)`` this node's ``on_gone`` saw.
+        self.gone = gone
+        self.clients: list[Client] = []
+
+    async def client(self, *, beat: bool = True, auth: Any = None) -> Client:
+        client = Client(self.server.url, "/", INTERVAL)
+        self.clients.append(client)
+        await client.connect(auth=auth)
+        if beat:
+            client.heartbeat.start()
+        return client
+
+
+StartMember = Callable[..., Awaitable[Member]]
+
+
+def identify(sid: str, environ: Any, auth: Any) -> Any:
+    """Clients that send ``{"user": name}`` are that identity; the others are their sid."""
+    return auth.get("user") if isinstance(auth, dict) else None
+
+
+@pytest.fixture
+async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
+    """Start a cluster node in this process (``start_member(name, **cluster_options)``)."""
+    members: list[Member] = []
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(name: str, **cluster_options: Any) -> Member:
+            sio = socketio.AsyncServer(
+                async_mode="asgi", client_manager=ClusterRedisManager(redis_server.url)
+            )
+            gone = Changes()
+            adapter = SocketIOAdapter(
+                sio,
+                interval=INTERVAL,
+                misses=MISSES,
+                room="peers",
+                identify=identify,
+                on_gone=lambda peer, reason: gone.append((peer, reason)),
+            )
+            cluster_options.setdefault("node_timeout", NODE_TIMEOUT)
+            cluster_options.setdefault("sync_interval", SYNC_INTERVAL)
+            cluster = RedisCluster(adapter, redis_server.url, node_id=name, **cluster_options)
+            await stack.enter_async_context(cluster)
+            server = SocketIOServer(adapter)
+            await stack.enter_async_context(server)
+            member = Member(server, cluster, gone)
+            members.append(member)
+            return member
+
+        try:
+            yield start
+        finally:
+            with anyio.CancelScope(shield=True):
+                for member in members:
+                    for client in member.clients:
+                        await client.close()

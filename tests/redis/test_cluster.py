@@ -1,0 +1,207 @@
+"""Cluster nodes in this process (real uvicorn, python-socketio, redis-server): the hard cases."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterable
+
+import anyio
+import pytest
+
+from heartbeat_monitor_socketio import Reason, RedisCluster
+from tests.socketio.conftest import Client
+
+from .conftest import INTERVAL, MISSES, NODE_TIMEOUT, SYNC_INTERVAL, RedisServer, StartMember
+
+pytestmark = pytest.mark.anyio
+
+SLACK = 1.5
+#: From the moment a node stops beating until a survivor has ended it.
+NODE_BOUND = NODE_TIMEOUT + SYNC_INTERVAL + NODE_TIMEOUT / 10 + SLACK
+
+
+async def until(condition, within: float = 5.0) -> None:
+    """Poll a condition about Redis or another node's view, at short intervals, bounded."""
+    with anyio.fail_after(within):
+        while not await condition():  # noqa: ASYNC110 -- another node's state, over Redis
+            await anyio.sleep(SYNC_INTERVAL / 4)
+
+
+async def assert_no_more(clients: Iterable[Client], count: int, within: float = 0.6) -> None:
+    clients = list(clients)
+    with anyio.move_on_after(within):
+        for client in clients:
+            await client.peer_gone.wait(count + 1, within=within * 2)
+    for client in clients:
+        assert len(client.peer_gone) == count, client.peer_gone.items
+
+
+async def add_ghost(
+    redis_server: RedisServer, cluster: RedisCluster, peers: dict[str, list[str]]
+) -> None:
+    """A node that beat once into Redis, with ``peers`` (peer -> rooms), then died."""
+    redis = await redis_server.client()
+    try:
+        await redis.hset(cluster.prefix + "nodes", "ghost", 1)
+        if peers:
+            await redis.hset(
+                cluster.prefix + "presence:ghost",
+                mapping={json.dumps(peer): json.dumps(rooms) for peer, rooms in peers.items()},
+            )
+    finally:
+        await redis.aclose()
+
+
+async def test_identity_on_two_nodes_stays_present_while_either_beats(
+    start_member: StartMember,
+) -> None:
+    n1 = await start_member("n1")
+    n2 = await start_member("n2")
+    watchers = [await n1.client(), await n2.client()]
+    alice_1 = await n1.client(beat=False, auth={"user": "alice"})
+    alice_2 = await n2.client(auth={"user": "alice"})
+
+    async def alice_on(*nodes: str) -> bool:
+        return await n1.cluster.locate("alice") == frozenset(nodes)
+
+    await until(lambda: alice_on("n1", "n2"))
+    # Alice's connection to n1 is silent: n1 drops it, but Alice is still on n2.
+    await alice_1.disconnects.wait(1, within=INTERVAL * MISSES + SLACK)
+    await until(lambda: alice_on("n2"))
+    await assert_no_more(watchers, 0)
+    assert n1.gone.items == []
+    assert n2.gone.items == []
+    where = await n2.cluster.presence()
+    assert where["alice"] == {"n2"}
+
+    # Her last connection leaves: gone cluster-wide, announced once, cleaned up once.
+    await alice_2.close()
+    [(peer, reason)] = await n2.gone.wait(1)
+    assert peer == "alice"
+    for watcher in watchers:
+        assert await watcher.peer_gone.wait(1) == [{"peer": "alice", "reason": reason}]
+    await assert_no_more(watchers, 1)
+    assert n1.gone.items == []
+    await until(lambda: alice_on())
+
+
+async def test_dead_node_ended_once_by_one_of_three(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n1 = await start_member("n1")
+    await add_ghost(
+        redis_server,
+        n1.cluster,
+        {**{f"g{i}": ["peers"] for i in range(20)}, "bob": ["peers"]},
+    )
+    n2 = await start_member("n2")
+    n3 = await start_member("n3")
+    watchers = [await member.client() for member in (n1, n2, n3)]
+    await n1.client(auth={"user": "bob"})  # Bob is on the ghost and on n1: he stays.
+
+    expected = sorted(f"g{i}" for i in range(20))
+    with anyio.fail_after(NODE_BOUND + SLACK):
+        for watcher in watchers:
+            events = await watcher.peer_gone.wait(20, within=NODE_BOUND + SLACK)
+            assert sorted(event["peer"] for event in events) == expected
+            assert {event["reason"] for event in events} == {Reason.NODE_GONE}
+    await assert_no_more(watchers, 20)
+    members = (n1, n2, n3)
+    cleaned = sorted(peer for member in members for peer, _ in member.gone.items)
+    assert cleaned == expected  # the on_gone callbacks ran once per peer, cluster-wide
+    assert sum(member.cluster.stats.nodes_ended for member in members) == 1
+    for member in members:
+        assert "ghost" not in member.cluster.nodes()
+    assert (await n2.cluster.presence())["bob"] == {"n1"}
+
+
+async def test_lease_of_a_winner_that_died_mid_way_is_taken_over(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n1 = await start_member("n1", lease=NODE_TIMEOUT)
+    prefix = n1.cluster.prefix
+    # A winner ("departed") announced g0-g4 and died holding the lease; g0 was marked but
+    # not yet removed from the ghost's presence.
+    await add_ghost(redis_server, n1.cluster, {f"g{i}": ["peers"] for i in (0, 5, 6, 7, 8, 9)})
+    redis = await redis_server.client()
+    try:
+        await redis.set(prefix + "lease:ghost", "departed", px=round(NODE_TIMEOUT * 1500))
+        await redis.sadd(prefix + "announced:ghost", *[json.dumps(f"g{i}") for i in range(5)])
+    finally:
+        await redis.aclose()
+    n2 = await start_member("n2", lease=NODE_TIMEOUT)
+    watchers = [await n1.client(), await n2.client()]
+    # The first expiry finds the lease held; a later one (after it ran out) takes over.
+    within = NODE_BOUND + NODE_TIMEOUT * 1.5
+    for watcher in watchers:
+        events = await watcher.peer_gone.wait(5, within=within)
+        assert sorted(event["peer"] for event in events) == [f"g{i}" for i in range(5, 10)]
+    await assert_no_more(watchers, 5)
+    assert n1.cluster.stats.nodes_ended + n2.cluster.stats.nodes_ended == 1
+
+
+async def test_slow_redis_no_false_gone_and_local_notifications_catch_up(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n1 = await start_member("n1")
+    n2 = await start_member("n2")
+    on_1 = await n1.client()
+    on_2 = await n2.client()
+    await until(lambda: _present(n1.cluster, {on_1.sid: {"n1"}, on_2.sid: {"n2"}}))
+    process = redis_server.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)  # Redis hangs: every call times out
+    try:
+        silent = await n1.client(beat=False)
+        # Local monitoring and local notifications go on without Redis.
+        gone = {"peer": silent.sid, "reason": "heartbeat timeout"}
+        assert await on_1.peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [gone]
+        await until(lambda: _unhealthy(n1.cluster, n2.cluster), within=SLACK * 2)
+        # Longer than a node timeout: nobody is declared dead.
+        await anyio.sleep(NODE_TIMEOUT * 1.5)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    # n2's client hears of it once Redis answers (from n1's outbox).
+    assert await on_2.peer_gone.wait(1, within=SLACK * 3) == [gone]
+    await until(lambda: _healthy(n1.cluster, n2.cluster))
+    await until(lambda: _present(n2.cluster, {on_1.sid: {"n1"}, on_2.sid: {"n2"}}))
+    for member in (n1, n2):
+        assert member.cluster.stats.nodes_ended == 0
+    assert n1.cluster.nodes() == ["n1", "n2"]
+    await assert_no_more([on_1, on_2], 1)
+
+
+async def _present(cluster: RedisCluster, expected: dict[str, set[str]]) -> bool:
+    try:
+        return await cluster.presence() == expected
+    except Exception:
+        return False
+
+
+async def _unhealthy(*clusters: RedisCluster) -> bool:
+    return not any(cluster.healthy for cluster in clusters)
+
+
+async def _healthy(*clusters: RedisCluster) -> bool:
+    return all(cluster.healthy for cluster in clusters)
+
+
+async def test_bad_presence_entries_are_logged_not_fatal(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n1 = await start_member("n1")
+    redis = await redis_server.client()
+    try:
+        await redis.hset(n1.cluster.prefix + "nodes", "ghost", 1)
+        await redis.hset(
+            n1.cluster.prefix + "presence:ghost",
+            mapping={"{not json": "[]", json.dumps("ok"): "not json either", '"g1"': '["peers"]'},
+        )
+    finally:
+        await redis.aclose()
+    watcher = await n1.client()
+    events = await watcher.peer_gone.wait(1, within=NODE_BOUND)
+    assert events == [{"peer": "g1", "reason": Reason.NODE_GONE}]
+    await assert_no_more([watcher], 1)
+    await until(lambda: _present(n1.cluster, {watcher.sid: {"n1"}}))
