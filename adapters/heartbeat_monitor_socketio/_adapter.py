@@ -178,6 +178,10 @@ def check_engineio(sio: socketio.AsyncServer, *, fix: bool = False) -> None:
     )
 
 
+async def _acked() -> None:
+    """What the wrapper returns for an event it handled alone (an ack, if asked, is empty)."""
+
+
 def _is_async(callback: Callable[..., object]) -> bool:
     return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
         getattr(callback, "__call__", None)  # noqa: B004 -- an object with ``async def __call__``
@@ -257,9 +261,9 @@ class SocketIOAdapter:
         if not isinstance(sio, socketio.AsyncServer):
             raise ConfigurationError(f"SocketIOAdapter needs a socketio.AsyncServer, not {sio!r}")
         original = getattr(sio, "_trigger_event", None)
-        if original is None or not inspect.iscoroutinefunction(original):
+        if not callable(original):
             raise ConfigurationError(
-                "this python-socketio has no coroutine AsyncServer._trigger_event; "
+                "this python-socketio has no AsyncServer._trigger_event; "
                 "the adapter supports python-socketio 5.x"
             )
         if (
@@ -410,13 +414,29 @@ class SocketIOAdapter:
 
     # -- the wrapped _trigger_event ------------------------------------------------------
 
-    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+    def _trigger_event(self, event: str, namespace: str, *args: Any) -> Awaitable[Any]:
+        # Not a coroutine function: it returns the awaitable python-socketio awaits (the
+        # original's coroutine, mostly), so a passed-through event costs no extra frame.
         if namespace == self._namespace:
             if event == self._event:
-                self._on_beat(args[0])
-                result = await self._original(event, namespace, *args)
-                # The adapter handles the heartbeat: a client that asks for an ack gets one.
-                return None if result is self._not_handled else result
+                # The hot path, inlined: sid -> peer, rate limit, beat.
+                sid = args[0]
+                peer = self._peer_of_sid.get(sid)
+                if peer is None:
+                    self._unknown(sid)
+                else:
+                    now = self._now()
+                    if now - peer.last_counted < self._min_gap:
+                        self._limited(peer, sid)
+                    elif self._beat(peer.key):
+                        peer.last_counted = now
+                        self.stats.beats += 1
+                    else:
+                        self._unknown(sid)
+                if self._has_handler(namespace, event):
+                    return self._original(event, namespace, *args)
+                # Nobody else handles heartbeats: a client that asks for an ack gets one.
+                return _acked()
             if event in _RESERVED:
                 sid = args[0]
                 # python-socketio also passes a client's own event named "connect" or
@@ -425,14 +445,23 @@ class SocketIOAdapter:
                 connected = self._sio.manager.is_connected(sid, namespace)
                 if event == "connect":
                     if sid not in self._peer_of_sid and (not connected or self._sio.always_connect):
-                        return await self._on_connect(args)
+                        return self._on_connect(args)
                 elif not connected:
-                    return await self._on_disconnect(args)
+                    return self._on_disconnect(args)
                 self._spoofed(event, sid)
-                return None
+                return _acked()
             if self._any_event:
                 self._on_beat(args[0])
-        return await self._original(event, namespace, *args)
+        return self._original(event, namespace, *args)
+
+    def _has_handler(self, namespace: str, event: str) -> bool:
+        """Whether python-socketio would find a handler for ``event`` (any kind)."""
+        sio = self._sio
+        handlers = sio.handlers
+        own = handlers.get(namespace)
+        return bool(
+            (own and (event in own or "*" in own)) or "*" in handlers or sio.namespace_handlers
+        )
 
     def _on_beat(self, sid: str) -> None:
         peer = self._peer_of_sid.get(sid)
@@ -441,22 +470,24 @@ class SocketIOAdapter:
             return
         now = self._now()
         if now - peer.last_counted < self._min_gap:
-            peer.limited += 1
-            self.stats.beats_limited += 1
-            if peer.limited % _LOG_EVERY == 1:
-                _logger.warning(
-                    "heartbeat_monitor.socketio.beats_limited",
-                    peer=peer.id,
-                    sid=sid,
-                    dropped=peer.limited,
-                    min_beat_gap=self._min_gap,
-                )
-            return
-        peer.last_counted = now
-        if self._beat(peer.key):
+            self._limited(peer, sid)
+        elif self._beat(peer.key):
+            peer.last_counted = now
             self.stats.beats += 1
         else:
             self._unknown(sid)
+
+    def _limited(self, peer: _Peer, sid: str) -> None:
+        peer.limited += 1
+        self.stats.beats_limited += 1
+        if peer.limited % _LOG_EVERY == 1:
+            _logger.warning(
+                "heartbeat_monitor.socketio.beats_limited",
+                peer=peer.id,
+                sid=sid,
+                dropped=peer.limited,
+                min_beat_gap=self._min_gap,
+            )
 
     def _unknown(self, sid: object) -> None:
         self.stats.unknown_peer += 1

@@ -1,0 +1,122 @@
+"""Server CPU per heartbeat inside python-socketio: plain handler vs the SocketIOAdapter.
+
+In-process and transport-free, so the figure is steady on a busy machine: 1,000
+sessions are connected to a real ``socketio.AsyncServer`` (its packet sends
+stubbed out), then each inbound ``42["heartbeat"]`` packet is fed to
+``_handle_eio_message`` exactly as engine.io would, with ``async_handlers=False``
+so the handler runs inline and is timed. Modes:
+
+* ``plain``: the source article's scheme, a ``heartbeat`` handler that writes
+  ``last_seen[sid] = time.monotonic()``;
+* ``adapter``: no handler, the :class:`SocketIOAdapter` counts the beat;
+* ``adapter+handler``: the adapter and the same plain handler (the adapter's
+  pure cost on top of an application's handler).
+
+The denominator leaves out websocket framing, engine.io decoding and uvicorn,
+so the overhead ratio printed here is an upper bound of the end-to-end one
+(``benchmarks/_socketio_e2e.py`` measures that with real clients).
+
+    python -m benchmarks.socketio_overhead [--clients 1000] [--rounds 30] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+__all__ = ("measure",)
+
+_MODES = ("plain", "adapter", "adapter+handler")
+
+
+async def _server(mode: str, clients: int) -> tuple[Any, list[str], Any]:
+    import socketio
+    import structlog
+
+    from heartbeat_monitor_socketio import SocketIOAdapter
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    sio = socketio.AsyncServer(async_mode="asgi", async_handlers=False)
+
+    async def no_send(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    sio._send_packet = no_send
+    adapter = None
+    if mode != "adapter":
+        last_seen: dict[str, float] = {}
+        monotonic = time.monotonic
+
+        @sio.on("heartbeat")  # type: ignore[untyped-decorator]
+        async def heartbeat(sid: str, *args: Any) -> None:
+            last_seen[sid] = monotonic()
+
+    if mode != "plain":
+        adapter = SocketIOAdapter(sio, interval=60, misses=2, min_beat_gap=0.0)
+        await adapter.__aenter__()
+    eio_sids = [f"eio{index:06d}" for index in range(clients)]
+    for eio_sid in eio_sids:
+        # An engine.io socket that looks open (the adapter checks that on connect).
+        sio.eio.sockets[eio_sid] = SimpleNamespace(closed=False, closing=False)
+        await sio._handle_eio_connect(eio_sid, {})
+        await sio._handle_eio_message(eio_sid, "0")
+    if adapter is not None:
+        assert len(adapter) == clients
+    return sio, eio_sids, adapter
+
+
+async def _time(mode: str, clients: int, rounds: int) -> float:
+    sio, eio_sids, adapter = await _server(mode, clients)
+    handle = sio._handle_eio_message
+    packet = '2["heartbeat"]'
+    try:
+        for eio_sid in eio_sids:  # warm up
+            await handle(eio_sid, packet)
+        start = time.process_time()
+        for _ in range(rounds):
+            for eio_sid in eio_sids:
+                await handle(eio_sid, packet)
+        elapsed = time.process_time() - start
+    finally:
+        if adapter is not None:
+            await adapter.__aexit__(None, None, None)
+    if adapter is not None:
+        assert adapter.stats.beats >= clients * rounds
+    return elapsed / (clients * rounds) * 1e6
+
+
+def measure(*, clients: int = 1000, rounds: int = 30, repeat: int = 7) -> dict[str, Any]:
+    """Microseconds of server CPU per heartbeat for each mode (best of ``repeat``, interleaved)."""
+    results: dict[str, list[float]] = {mode: [] for mode in _MODES}
+    for _ in range(repeat):
+        for mode in _MODES:
+            results[mode].append(asyncio.run(_time(mode, clients, rounds)))
+    best = {mode: min(values) for mode, values in results.items()}
+    return {
+        "clients": clients,
+        "beats_per_run": clients * rounds,
+        "us_per_beat": best,
+        "adapter_vs_plain": best["adapter"] / best["plain"] - 1,
+        "adapter_plus_handler_vs_plain": best["adapter+handler"] / best["plain"] - 1,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args(argv)
+    result = measure(clients=args.clients, rounds=args.rounds, repeat=args.repeat)
+    for mode, value in result["us_per_beat"].items():
+        print(f"{mode:>16}: {value:7.2f} us server CPU per heartbeat")
+    print(f"adapter vs plain handler:           {result['adapter_vs_plain']:+.1%}")
+    print(f"adapter + handler vs plain handler: {result['adapter_plus_handler_vs_plain']:+.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
