@@ -194,6 +194,7 @@ def run_serve(args: argparse.Namespace) -> int:
             await task_group.start(_serve_logged, server, args)
 
     anyio.run(main, backend="asyncio")
+    server.raise_captured_signals()
     return 0
 
 
@@ -245,6 +246,7 @@ def run_demo(args: argparse.Namespace) -> int:
             server.stop()
 
     anyio.run(main, backend="asyncio")
+    server.raise_captured_signals()
     return 0
 
 

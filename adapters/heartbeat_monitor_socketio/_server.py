@@ -11,6 +11,7 @@ connections.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 from collections.abc import Iterator
 from types import TracebackType
@@ -33,6 +34,7 @@ class _Uvicorn(uvicorn.Server):
         self._adapter = adapter
         self._signals = signals
         self.ready = anyio.Event()
+        self.captured_signals: list[int] = []
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -40,7 +42,14 @@ class _Uvicorn(uvicorn.Server):
             yield
             return
         with super().capture_signals():
-            yield
+            try:
+                yield
+            finally:
+                # uvicorn re-raises the signal once serve() returns, which would end the
+                # process before the callers' own cleanup (adapter, RedisCluster) runs:
+                # SocketIOServer.raise_captured_signals() does it once they are done.
+                self.captured_signals.extend(self._captured_signals)
+                self._captured_signals.clear()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -120,6 +129,11 @@ class SocketIOServer:
             task_group.start_soon(run)
             await server.ready.wait()
             task_status.started()
+
+    def raise_captured_signals(self) -> None:
+        """Re-raise the signals that stopped :meth:`serve` (call it after all cleanup)."""
+        for captured in reversed(self._server.captured_signals):
+            signal.raise_signal(captured)
 
     def stop(self) -> None:
         """Ask the server to shut down (it ends every peer with ``"server shutdown"``)."""

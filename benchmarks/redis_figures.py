@@ -1,0 +1,308 @@
+"""Figures for the multi-node (Redis) mode: beat throughput, Redis traffic, dead-node detection.
+
+Starts its own ``redis-server`` on a free loopback port (no persistence).
+
+1. **Heartbeats per second of one node, Redis on vs off.** A real
+   ``socketio.AsyncServer`` with the :class:`SocketIOAdapter` and ``peers``
+   sessions (packet sends stubbed out, as in ``benchmarks/socketio_overhead``);
+   inbound ``42["heartbeat"]`` packets are fed to ``_handle_eio_message`` in
+   batches, yielding to the event loop between batches so that the cluster's
+   background sync (and python-socketio's Redis listener) run as they would.
+   "on" adds :class:`ClusterRedisManager` and :class:`RedisCluster`. Rate =
+   beats / process CPU seconds; runs interleaved, best of ``repeat``.
+2. **Redis commands per heartbeat.** Redis's own ``total_commands_processed``
+   over the "on" windows (our ``INFO`` calls subtracted), per second and per
+   beat: at the benchmark's saturating rate, and at a realistic rate of
+   ``peers`` clients beating every 5 s.
+3. **Detection time of a dead node vs the node timeout.** A ``serve`` process
+   (node B, one client) is SIGKILLed; an in-process node A records when its
+   ``on_gone`` sees B's client (reason ``"node gone"``). Expected window:
+   ``[T - sync, T + sync + resolution]`` after the kill (T = node timeout).
+
+    python -m benchmarks.redis_figures [--quick] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+__all__ = ("main", "measure")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _redis_server() -> AsyncIterator[str]:
+    from redis import asyncio as aioredis
+
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        *[
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.Redis.from_url(url)
+    try:
+        for _ in range(200):
+            try:
+                await client.ping()
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        await client.aclose()
+        process.terminate()
+        await process.wait()
+
+
+async def _commands(url: str) -> int:
+    from redis import asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        info = await client.info("stats")
+        return int(info["total_commands_processed"])
+    finally:
+        await client.aclose()
+
+
+# -- 1 and 2: throughput and Redis traffic ------------------------------------------------
+
+
+async def _throughput(url: str | None, peers: int, seconds: float, sync: float) -> dict[str, Any]:
+    import socketio
+    from heartbeat_monitor_socketio import ClusterRedisManager, RedisCluster, SocketIOAdapter
+
+    manager = None if url is None else ClusterRedisManager(url)
+    sio = socketio.AsyncServer(async_mode="asgi", async_handlers=False, client_manager=manager)
+
+    async def no_send(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    sio._send_packet = no_send
+    adapter = SocketIOAdapter(sio, interval=60, misses=2, min_beat_gap=0.0, room="peers")
+    cluster = None
+    if url is not None:
+        cluster = RedisCluster(adapter, url, node_timeout=sync * 10, sync_interval=sync)
+    async with contextlib.AsyncExitStack() as stack:
+        if cluster is not None:
+            await stack.enter_async_context(cluster)
+        await stack.enter_async_context(adapter)
+        eio_sids = [f"eio{index:06d}" for index in range(peers)]
+        for eio_sid in eio_sids:
+            sio.eio.sockets[eio_sid] = SimpleNamespace(closed=False, closing=False)
+            await sio._handle_eio_connect(eio_sid, {})
+            await sio._handle_eio_message(eio_sid, "0")
+        await asyncio.sleep(sync * 2)  # the first presence write is not part of the window
+        handle = sio._handle_eio_message
+        packet = '2["heartbeat"]'
+        before = 0 if url is None else await _commands(url)
+        started, cpu_started = time.monotonic(), time.process_time()
+        beats = 0
+        while time.monotonic() - started < seconds:
+            for eio_sid in eio_sids:
+                await handle(eio_sid, packet)
+            beats += peers
+            await asyncio.sleep(0)  # let the sync loop and the Redis listener run
+        cpu = time.process_time() - cpu_started
+        wall = time.monotonic() - started
+        commands = 0 if url is None else await _commands(url) - before - 1
+        syncs = 0 if cluster is None else cluster.stats.syncs
+    return {"beats": beats, "cpu": cpu, "wall": wall, "commands": commands, "syncs": syncs}
+
+
+async def _figures_1_2(url: str, peers: int, seconds: float, repeat: int, sync: float) -> Any:
+    off: list[float] = []
+    on: list[float] = []
+    per_second: list[float] = []
+    for _ in range(repeat):
+        result = await _throughput(None, peers, seconds, sync)
+        off.append(result["beats"] / result["cpu"])
+        result = await _throughput(url, peers, seconds, sync)
+        on.append(result["beats"] / result["cpu"])
+        per_second.append(result["commands"] / result["wall"])
+    commands_per_second = statistics.median(per_second)
+    realistic_beats = peers / 5.0
+    return {
+        "peers": peers,
+        "sync_interval": sync,
+        "beats_per_cpu_second_off": max(off),
+        "beats_per_cpu_second_on": max(on),
+        "ratio_on_off": max(on) / max(off),
+        "redis_commands_per_second": commands_per_second,
+        "redis_commands_per_beat_saturated": commands_per_second / max(on),
+        "redis_commands_per_beat_at_5s_interval": commands_per_second / realistic_beats,
+    }
+
+
+# -- 3: detection time ----------------------------------------------------------------------
+
+
+async def _detection(url: str, node_timeout: float) -> dict[str, float]:
+    import socketio
+    from heartbeat_monitor_socketio import (
+        ClusterRedisManager,
+        RedisCluster,
+        SocketIOAdapter,
+        SocketIOServer,
+    )
+
+    sync = min(node_timeout / 5, 1.0)
+    gone: asyncio.Queue[tuple[Any, str, float]] = asyncio.Queue()
+    sio = socketio.AsyncServer(async_mode="asgi", client_manager=ClusterRedisManager(url))
+    adapter = SocketIOAdapter(
+        sio,
+        interval=1,
+        misses=2,
+        room="peers",
+        on_gone=lambda peer, reason: gone.put_nowait((peer, reason, time.monotonic())),
+    )
+    cluster = RedisCluster(adapter, url, node_id="a", node_timeout=node_timeout, sync_interval=sync)
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "heartbeat_monitor._cli", "serve", "--port", str(port),
+         "--redis-url", url, "--node-id", "b", "--node-timeout", str(node_timeout),
+         "--interval", "1", "--log-format", "json", "--log-level", "warning",
+         "--ping-interval", "5"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = socketio.AsyncClient(reconnection=False)
+    try:
+        async with cluster, SocketIOServer(adapter):
+            nodes_of_b: frozenset[str] = frozenset()
+            await _wait_listening(port)
+            await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+            sid = client.get_sid("/")
+            for _ in range(400):
+                nodes_of_b = await cluster.locate(sid)
+                if nodes_of_b:
+                    break
+                await asyncio.sleep(0.05)
+            assert nodes_of_b == {"b"}, nodes_of_b
+            killed = time.monotonic()
+            process.send_signal(signal.SIGKILL)
+            while True:
+                peer, reason, at = await asyncio.wait_for(gone.get(), node_timeout * 3 + 5)
+                if peer == sid:
+                    assert reason == "node gone", reason
+                    break
+            return {
+                "node_timeout": node_timeout,
+                "sync_interval": sync,
+                "detected_after": at - killed,
+                "window_low": node_timeout - sync,
+                "window_high": node_timeout + sync + cluster._monitor.tracker.resolution,
+            }
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+async def _wait_listening(port: int) -> None:
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def measure(*, quick: bool = False) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with _redis_server() as url:
+            result: dict[str, Any] = {}
+            result["throughput"] = await _figures_1_2(
+                url,
+                peers=1000,
+                seconds=1.0 if quick else 3.0,
+                repeat=1 if quick else 3,
+                sync=1.0,
+            )
+            result["throughput_aggressive_sync"] = await _figures_1_2(
+                url, peers=1000, seconds=1.0 if quick else 3.0, repeat=1 if quick else 3, sync=0.1
+            )
+            detections = []
+            for node_timeout in (1.0,) if quick else (1.0, 2.0, 4.0):
+                for _ in range(1 if quick else 3):
+                    detections.append(await _detection(url, node_timeout))
+            result["detection"] = detections
+            return result
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    return asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one short run of each (smoke)")
+    parser.add_argument("--output", type=Path, default=None, help="also write redis_figures.json")
+    args = parser.parse_args(argv)
+    if shutil.which("redis-server") is None:
+        print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
+        return 1
+    result = measure(quick=args.quick)
+    for name in ("throughput", "throughput_aggressive_sync"):
+        figures = result[name]
+        print(
+            f"sync every {figures['sync_interval']:g} s, {figures['peers']} peers: "
+            f"{figures['beats_per_cpu_second_off']:,.0f} beats/CPU-s off, "
+            f"{figures['beats_per_cpu_second_on']:,.0f} on "
+            f"(ratio on/off {figures['ratio_on_off']:.3f}); "
+            f"Redis {figures['redis_commands_per_second']:.1f} commands/s = "
+            f"{figures['redis_commands_per_beat_saturated']:.2e} per beat at that rate, "
+            f"{figures['redis_commands_per_beat_at_5s_interval']:.4f} per beat at a 5 s interval"
+        )
+    print("dead node (SIGKILL) -> its peers announced, vs node timeout T:")
+    for row in result["detection"]:
+        print(
+            f"  T={row['node_timeout']:g} s (sync {row['sync_interval']:g} s): "
+            f"{row['detected_after']:.3f} s; expected window "
+            f"[{row['window_low']:.2f}, {row['window_high']:.2f}] s"
+        )
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "redis_figures.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
