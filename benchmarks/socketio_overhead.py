@@ -33,9 +33,9 @@ _MODES = ("plain", "adapter", "adapter+handler")
 
 
 async def _server(mode: str, clients: int) -> tuple[Any, list[str], Any]:
-    import socketio
     import structlog
 
+    import socketio
     from heartbeat_monitor_socketio import SocketIOAdapter
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))

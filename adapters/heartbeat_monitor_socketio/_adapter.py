@@ -419,20 +419,7 @@ class SocketIOAdapter:
         # original's coroutine, mostly), so a passed-through event costs no extra frame.
         if namespace == self._namespace:
             if event == self._event:
-                # The hot path, inlined: sid -> peer, rate limit, beat.
-                sid = args[0]
-                peer = self._peer_of_sid.get(sid)
-                if peer is None:
-                    self._unknown(sid)
-                else:
-                    now = self._now()
-                    if now - peer.last_counted < self._min_gap:
-                        self._limited(peer, sid)
-                    elif self._beat(peer.key):
-                        peer.last_counted = now
-                        self.stats.beats += 1
-                    else:
-                        self._unknown(sid)
+                self._on_beat(args[0])
                 if self._has_handler(namespace, event):
                     return self._original(event, namespace, *args)
                 # Nobody else handles heartbeats: a client that asks for an ack gets one.
@@ -464,6 +451,7 @@ class SocketIOAdapter:
         )
 
     def _on_beat(self, sid: str) -> None:
+        """The hot path: sid -> peer, rate limit, beat. The payload is never looked at."""
         peer = self._peer_of_sid.get(sid)
         if peer is None:
             self._unknown(sid)

@@ -77,6 +77,20 @@ from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor
 from redis import asyncio as aioredis
 
 from ._adapter import Reason, SocketIOAdapter, _Peer
+from ._cluster_keys import (
+    CHUNK,
+    END,
+    LEASE,
+    LEAVE,
+    MARKER_TTL,
+    ClusterStats,
+    Keys,
+    RemoteKey,
+    decode,
+    encode,
+    frozen,
+    text,
+)
 from ._redis_manager import ClusterRedisManager
 
 if TYPE_CHECKING:
@@ -86,113 +100,7 @@ __all__ = ("ClusterStats", "RedisCluster")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
-#: Peers per takeover script call (the lease is renewed between chunks).
-_CHUNK: Final = 500
-#: How long the announced set and the dead marker of an ended node are kept (seconds).
-_MARKER_TTL: Final = 3600
 _LOG_EVERY: Final = 20
-
-# KEYS: nodes hash, own presence. ARGV: presence key prefix, own node, peer.
-_LEAVE: Final = """
-redis.call('HDEL', KEYS[2], ARGV[3])
-for _, node in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if node ~= ARGV[2] and redis.call('HEXISTS', ARGV[1] .. node, ARGV[3]) == 1 then
-    return 0
-  end
-end
-return 1
-"""
-
-# KEYS: nodes hash, dead node's presence, announced set.
-# ARGV: presence key prefix, dead node, marker ttl, peers...
-_END: Final = """
-local nodes = redis.call('HKEYS', KEYS[1])
-local out = {}
-for i = 4, #ARGV do
-  local peer = ARGV[i]
-  redis.call('HDEL', KEYS[2], peer)
-  local elsewhere = false
-  for _, node in ipairs(nodes) do
-    if node ~= ARGV[2] and redis.call('HEXISTS', ARGV[1] .. node, peer) == 1 then
-      elsewhere = true
-      break
-    end
-  end
-  if not elsewhere and redis.call('SADD', KEYS[3], peer) == 1 then
-    out[#out + 1] = peer
-  end
-end
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-return out
-"""
-
-# KEYS: lease. ARGV: holder, ttl ms (0: release).
-_LEASE: Final = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
-
-
-def _encode(peer: Hashable) -> str:
-    return json.dumps(peer, separators=(",", ":"), sort_keys=True)
-
-
-def _frozen(value: Any) -> Hashable:
-    if isinstance(value, list):
-        return tuple(_frozen(item) for item in value)
-    if isinstance(value, dict):
-        return tuple(sorted((key, _frozen(item)) for key, item in value.items()))
-    return value  # type: ignore[no-any-return]
-
-
-def _decode(field: bytes | str) -> Hashable:
-    return _frozen(json.loads(field))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-@final
-class _RemoteKey:
-    """The key of a peer of another (dead) node, ended here by the lease winner."""
-
-    __slots__ = ("node", "peer")
-
-    def __init__(self, node: str, peer: Hashable) -> None:
-        self.node = node
-        self.peer = peer
-
-
-@final
-class ClusterStats:
-    """Counters of the cluster side of one node (plain ints)."""
-
-    __slots__ = (
-        "commands",
-        "nodes_ended",
-        "peers_announced",
-        "resyncs",
-        "sync_failures",
-        "syncs",
-    )
-
-    def __init__(self) -> None:
-        #: Good syncs (one pipeline each), and failed ones.
-        self.syncs = 0
-        self.sync_failures = 0
-        #: Redis commands this node sent for presence and liveness (pub/sub not included).
-        self.commands = 0
-        #: Full presence rewrites (start, after an outage, after being declared dead).
-        self.resyncs = 0
-        #: Dead nodes this node ended (it held the lease), and their peers it announced.
-        self.nodes_ended = 0
-        self.peers_announced = 0
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"ClusterStats({fields})"
 
 
 @final
@@ -216,6 +124,7 @@ class RedisCluster:
         "_ending",
         "_healthy",
         "_joined",
+        "_keys",
         "_lease_ms",
         "_lease_script",
         "_leave_script",
@@ -223,7 +132,6 @@ class RedisCluster:
         "_manager",
         "_monitor",
         "_outage_started",
-        "_presence_prefix",
         "_redis",
         "_resync",
         "_seen",
@@ -271,13 +179,13 @@ class RedisCluster:
         self.op_timeout = float(op_timeout)
         self._lease_ms = max(1, round(lease * 1000))
         self.prefix = f"heartbeat_monitor:{adapter.namespace}:" if prefix is None else prefix
-        self._presence_prefix = f"{self.prefix}presence:"
+        self._keys = Keys(self.prefix)
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             redis_url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout
         )
-        self._leave_script: AsyncScript = self._redis.register_script(_LEAVE)
-        self._end_script: AsyncScript = self._redis.register_script(_END)
-        self._lease_script: AsyncScript = self._redis.register_script(_LEASE)
+        self._leave_script: AsyncScript = self._redis.register_script(LEAVE)
+        self._end_script: AsyncScript = self._redis.register_script(END)
+        self._lease_script: AsyncScript = self._redis.register_script(LEASE)
         manager = adapter.sio.manager
         self._manager = manager if isinstance(manager, ClusterRedisManager) else None
         if not isinstance(manager, ClusterRedisManager):
@@ -321,13 +229,13 @@ class RedisCluster:
         nodes = self.nodes()
         async with self._pipeline(transaction=False) as pipe:
             for node in nodes:
-                pipe.hkeys(self._presence_prefix + node)
+                pipe.hkeys(self._keys.presence(node))
             replies = await self._execute(pipe, len(nodes))
         where: dict[Hashable, set[str]] = {}
         for node, fields in zip(nodes, replies, strict=True):
             for field in fields:
                 try:
-                    peer = _decode(field)
+                    peer = decode(field)
                 except ValueError:
                     continue
                 where.setdefault(peer, set()).add(node)
@@ -336,10 +244,10 @@ class RedisCluster:
     async def locate(self, peer: Hashable) -> frozenset[str]:
         """The live nodes ``peer`` is connected to (empty: not present anywhere)."""
         nodes = self.nodes()
-        field = _encode(peer)
+        field = encode(peer)
         async with self._pipeline(transaction=False) as pipe:
             for node in nodes:
-                pipe.hexists(self._presence_prefix + node, field)
+                pipe.hexists(self._keys.presence(node), field)
             replies = await self._execute(pipe, len(nodes))
         return frozenset(node for node, found in zip(nodes, replies, strict=True) if found)
 
@@ -349,6 +257,7 @@ class RedisCluster:
         await self._monitor.__aenter__()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        await self._end_previous()
         await self._sync()
         self._task_group.start_soon(self._sync_loop)
         _logger.info(
@@ -387,8 +296,8 @@ class RedisCluster:
         """A clean exit: the node and its presence leave Redis; nobody announces anything."""
         try:
             async with self._pipeline(transaction=True) as pipe:
-                pipe.hdel(self.prefix + "nodes", self.node_id)
-                pipe.delete(self._presence_prefix + self.node_id)
+                pipe.hdel(self._keys.nodes, self.node_id)
+                pipe.delete(self._keys.presence(self.node_id))
                 await self._execute(pipe, 2)
         except Exception as exc:
             _logger.error(
@@ -404,7 +313,7 @@ class RedisCluster:
 
     async def left(self, peer: _Peer, reason: str) -> bool:
         """A peer ended on this node: ``True`` if it is gone cluster-wide (announce it)."""
-        if isinstance(peer.key, _RemoteKey):
+        if isinstance(peer.key, RemoteKey):
             return True
         field = self._field(peer.id)
         if field is None:
@@ -417,8 +326,8 @@ class RedisCluster:
         try:
             with anyio.fail_after(self.op_timeout):
                 gone = await self._leave_script(
-                    keys=[self.prefix + "nodes", self._presence_prefix + self.node_id],
-                    args=[self._presence_prefix, self.node_id, field],
+                    keys=[self._keys.nodes, self._keys.presence(self.node_id)],
+                    args=[self._keys.presence_prefix, self.node_id, field],
                 )
             self.stats.commands += 1
         except Exception as exc:
@@ -444,7 +353,7 @@ class RedisCluster:
 
     def _field(self, peer_id: Hashable) -> str | None:
         try:
-            return _encode(peer_id)
+            return encode(peer_id)
         except (TypeError, ValueError):
             _logger.error("heartbeat_monitor.cluster.peer_not_json", peer=repr(peer_id)[:80])
             return None
@@ -479,14 +388,14 @@ class RedisCluster:
         resync = self._resync
         joined, self._joined = self._joined, {}
         left, self._left = self._left, set()
-        nodes_key = self.prefix + "nodes"
-        own = self._presence_prefix + self.node_id
+        nodes_key = self._keys.nodes
+        own = self._keys.presence(self.node_id)
         commands = 3
         try:
             async with self._pipeline(transaction=resync) as pipe:
                 if resync:
                     pipe.delete(own)
-                    pipe.delete(self.prefix + "dead:" + self.node_id)
+                    pipe.delete(self._keys.dead(self.node_id))
                     commands += 2
                     peers = [peer for peer in self.adapter._peers.values() if peer.gone is None]
                 elif left:
@@ -495,9 +404,9 @@ class RedisCluster:
                     peers = [peer for peer in joined.values() if peer.gone is None]
                 else:
                     peers = [peer for peer in joined.values() if peer.gone is None]
-                for start in range(0, len(peers), _CHUNK):
+                for start in range(0, len(peers), CHUNK):
                     mapping = {}
-                    for peer in peers[start : start + _CHUNK]:
+                    for peer in peers[start : start + CHUNK]:
                         field = self._field(peer.id)
                         if field is not None:
                             mapping[field] = self._rooms(peer)
@@ -506,7 +415,7 @@ class RedisCluster:
                         commands += 1
                 pipe.hincrby(nodes_key, self.node_id, 1)
                 pipe.hgetall(nodes_key)
-                pipe.exists(self.prefix + "dead:" + self.node_id)
+                pipe.exists(self._keys.dead(self.node_id))
                 replies = await self._execute(pipe, commands)
         except Exception as exc:
             self._sync_failed(exc)
@@ -525,7 +434,7 @@ class RedisCluster:
             self._resync = True
             _logger.warning("heartbeat_monitor.cluster.declared_dead_rejoining", node=self.node_id)
         self.stats.syncs += 1
-        self._observe({_text(node): int(value) for node, value in counters.items()})
+        self._observe({text(node): int(value) for node, value in counters.items()})
         if not self._healthy:
             self._recovered()
         if self._manager is not None and self._manager.pending:
@@ -609,18 +518,23 @@ class RedisCluster:
             self._monitor.track(node)  # someone else holds the lease, or Redis failed: re-check
 
     async def _end_node(self, node: str, event: Expired) -> bool:
-        lease_key = self.prefix + "lease:" + node
+        """Try to end a silent node: ``True`` once it is ended (here or by another node)."""
+        keys = self._keys
         with anyio.fail_after(self.op_timeout):
-            won = await self._redis.set(lease_key, self.node_id, nx=True, px=self._lease_ms)
-            counter = await self._redis.hget(self.prefix + "nodes", node)
+            won = await self._redis.set(keys.lease(node), self.node_id, nx=True, px=self._lease_ms)
+            counter = await self._redis.hget(keys.nodes, node)
         self.stats.commands += 2
         if not won:
             _logger.info(
                 "heartbeat_monitor.cluster.lease_held_elsewhere", node=self.node_id, other=node
             )
             return False
-        if counter is not None and int(counter) != self._seen.get(node):
-            await self._lease(lease_key, release=True)
+        if counter is None:  # another node ended it (we won the lease after theirs ran out)
+            await self._lease(keys.lease(node), release=True)
+            self._seen.pop(node, None)
+            return True
+        if int(counter) != self._seen.get(node):
+            await self._lease(keys.lease(node), release=True)
             self._seen[node] = int(counter)
             _logger.warning(
                 "heartbeat_monitor.cluster.node_alive_after_all", node=self.node_id, other=node
@@ -633,34 +547,13 @@ class RedisCluster:
             silent_for=round(event.expired_at - event.last_beat, 6),
             node_timeout=self.node_timeout,
         )
-        presence = self._presence_prefix + node
-        announced = 0
-        cursor = 0
-        while True:
-            with anyio.fail_after(self.op_timeout):
-                cursor, reply = await self._redis.hscan(presence, cursor, count=_CHUNK)
-            batch: dict[Any, Any] = dict(reply)  # type: ignore[arg-type]  # a dict without no_values
-            self.stats.commands += 1
-            ending: list[bytes] = []
-            if batch:
-                with anyio.fail_after(self.op_timeout):
-                    ending = await self._end_script(
-                        keys=[self.prefix + "nodes", presence, self.prefix + "announced:" + node],
-                        args=[self._presence_prefix, node, _MARKER_TTL, *batch],
-                    )
-                self.stats.commands += 1
-            for field in ending:
-                await self._announce(node, field, batch.get(field, b"[]"))
-                announced += 1
-            if not await self._lease(lease_key):
-                _logger.error("heartbeat_monitor.cluster.lease_lost", node=self.node_id, other=node)
-                return False
-            if cursor == 0:
-                break
+        announced = await self._end_peers(node)
+        if announced is None:
+            return False
         async with self._pipeline(transaction=True) as pipe:
-            pipe.hdel(self.prefix + "nodes", node)
-            pipe.delete(presence)
-            pipe.set(self.prefix + "dead:" + node, self.node_id, ex=_MARKER_TTL)
+            pipe.hdel(keys.nodes, node)
+            pipe.delete(keys.presence(node))
+            pipe.set(keys.dead(node), self.node_id, ex=MARKER_TTL)
             await self._execute(pipe, 3)
         self._seen.pop(node, None)
         self.stats.nodes_ended += 1
@@ -672,6 +565,58 @@ class RedisCluster:
         )
         return True
 
+    async def _end_peers(self, node: str) -> int | None:
+        """Announce ``node``'s peers (holding its lease); ``None`` if the lease was lost."""
+        keys = self._keys
+        presence = keys.presence(node)
+        announced = 0
+        cursor = 0
+        while True:
+            with anyio.fail_after(self.op_timeout):
+                cursor, reply = await self._redis.hscan(presence, cursor, count=CHUNK)
+            batch: dict[Any, Any] = dict(reply)  # type: ignore[arg-type]  # a dict without no_values
+            self.stats.commands += 1
+            ending: list[bytes] = []
+            if batch:
+                with anyio.fail_after(self.op_timeout):
+                    ending = await self._end_script(
+                        keys=[keys.nodes, presence, keys.announced(node)],
+                        args=[keys.presence_prefix, node, MARKER_TTL, *batch],
+                    )
+                self.stats.commands += 1
+            for field in ending:
+                await self._announce(node, field, batch.get(field, b"[]"))
+                announced += 1
+            if not await self._lease(keys.lease(node)):
+                _logger.error("heartbeat_monitor.cluster.lease_lost", node=self.node_id, other=node)
+                return None
+            if cursor == 0:
+                return announced
+
+    async def _end_previous(self) -> None:
+        """Restarted under the same id: the previous incarnation's peers are gone, announce them."""
+        keys = self._keys
+        try:
+            with anyio.fail_after(self.op_timeout):
+                if not await self._redis.exists(keys.presence(self.node_id)):
+                    return
+                won = await self._redis.set(
+                    keys.lease(self.node_id), self.node_id, nx=True, px=self._lease_ms
+                )
+            if won:
+                announced = await self._end_peers(self.node_id)
+                _logger.warning(
+                    "heartbeat_monitor.cluster.previous_incarnation_ended",
+                    node=self.node_id,
+                    peers_announced=announced,
+                )
+        except Exception as exc:
+            _logger.error(
+                "heartbeat_monitor.cluster.previous_incarnation_failed",
+                node=self.node_id,
+                error=repr(exc),
+            )
+
     async def _lease(self, key: str, *, release: bool = False) -> bool:
         with anyio.fail_after(self.op_timeout):
             held = await self._lease_script(
@@ -682,14 +627,14 @@ class RedisCluster:
 
     async def _announce(self, node: str, field: bytes | str, rooms: bytes | str) -> None:
         try:
-            peer_id = _decode(field)
-            room_list: Iterable[Hashable] = [_frozen(room) for room in json.loads(rooms)]
+            peer_id = decode(field)
+            room_list: Iterable[Hashable] = [frozen(room) for room in json.loads(rooms)]
         except ValueError:
             _logger.error(
                 "heartbeat_monitor.cluster.bad_presence_entry", other=node, field=repr(field)[:80]
             )
             return
-        peer = _Peer(peer_id, _RemoteKey(node, peer_id))
+        peer = _Peer(peer_id, RemoteKey(node, peer_id))
         peer.rooms.update(room_list)
         peer.gone = Reason.NODE_GONE
         self.stats.peers_announced += 1

@@ -47,6 +47,11 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--redis-channel", default="socketio", help="python-socketio pub/sub channel (socketio)"
     )
+    group.add_argument(
+        "--presence-event",
+        default="presence",
+        help="event a client emits, with an ack, to get the cluster's presence; '' for none",
+    )
 
 
 def manager_for(args: argparse.Namespace) -> Any:
@@ -74,4 +79,5 @@ def cluster_for(
         node_id=args.node_id,
         node_timeout=args.node_timeout,
         sync_interval=args.sync_interval,
+        presence_event=args.presence_event or None,
     )
