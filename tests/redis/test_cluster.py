@@ -205,3 +205,28 @@ async def test_bad_presence_entries_are_logged_not_fatal(
     assert events == [{"peer": "g1", "reason": Reason.NODE_GONE}]
     await assert_no_more([watcher], 1)
     await until(lambda: _present(n1.cluster, {watcher.sid: {"n1"}}))
+
+
+async def test_restart_under_the_same_id_announces_the_previous_incarnation(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n2 = await start_member("n2")
+    watcher = await n2.client()
+    redis = await redis_server.client()
+    try:  # n1 ran with two clients and was killed; it is restarted before anyone noticed
+        await redis.hset(n2.cluster.prefix + "nodes", "n1", 5)
+        await redis.hset(
+            n2.cluster.prefix + "presence:n1",
+            mapping={json.dumps("old1"): '["peers"]', json.dumps("old2"): '["peers"]'},
+        )
+    finally:
+        await redis.aclose()
+    n1 = await start_member("n1")
+    events = await watcher.peer_gone.wait(2, within=SLACK * 2)
+    assert sorted(event["peer"] for event in events) == ["old1", "old2"]
+    assert {event["reason"] for event in events} == {Reason.NODE_GONE}
+    assert sorted(peer for peer, _ in n1.gone.items) == ["old1", "old2"]
+    fresh = await n1.client()
+    await until(lambda: _present(n2.cluster, {watcher.sid: {"n2"}, fresh.sid: {"n1"}}))
+    await assert_no_more([watcher], 2, within=NODE_TIMEOUT)
+    assert n2.cluster.stats.nodes_ended == 0
