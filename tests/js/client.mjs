@@ -16,7 +16,7 @@ socket.on("connect", () => {
   if (mode === "beat") timer = setInterval(() => socket.emit("heartbeat"), INTERVAL * (0.9 + 0.1 * Math.random()));
   print({ type: "connected", id: socket.id, transport: socket.io.engine.transport.name });
 });
-socket.on("disconnect", (reason) => { clearInterval(timer); print({ type: "disconnect", reason }); process.exit(0); });
+socket.on("disconnect", (reason) => { clearInterval(timer); print({ type: "disconnect", reason }); setTimeout(() => process.exit(0), 500); });
 socket.on("peer_gone", ({ peer, reason }) => print({ type: "peer_gone", peer, reason }));
 // --- end of the snippet ---
 socket.on("connect_error", (error) => { print({ type: "connect_error", message: String(error) }); process.exit(1); });

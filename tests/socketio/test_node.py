@@ -78,10 +78,10 @@ async def test_node_clients_beat_go_silent_and_get_killed(
     clients: list[NodeClient] = []
     try:
         async with anyio.create_task_group() as task_group:
-            for mode in ("beat", "silent", "victim"):
+            for mode in ("beat", "silent", "victim", "leaver"):
 
                 async def start(mode: str = mode) -> None:
-                    node_mode = "beat" if mode == "victim" else mode
+                    node_mode = "silent" if mode == "silent" else "beat"
                     client = await NodeClient.start(live.url, transport, node_mode)
                     client.mode = mode
                     clients.append(client)
@@ -92,8 +92,9 @@ async def test_node_clients_beat_go_silent_and_get_killed(
             line = await client.next("connected")
             assert line["transport"] == transport
             hello[client] = line["id"]
-        beater, silent, victim = (
-            next(c for c in clients if c.mode == mode) for mode in ("beat", "silent", "victim")
+        beater, silent, victim, leaver = (
+            next(c for c in clients if c.mode == mode)
+            for mode in ("beat", "silent", "victim", "leaver")
         )
         # The silent one is disconnected by the server, within its timeout + resolution + slack.
         started = time.monotonic()
@@ -113,20 +114,24 @@ async def test_node_clients_beat_go_silent_and_get_killed(
             Reason.TRANSPORT_ERROR,
             Reason.HEARTBEAT_TIMEOUT,
         )
+        # The leaver says goodbye: socket.disconnect() reaches the server as "client disconnect".
+        assert leaver.process.stdin is not None
+        await leaver.process.stdin.send(b"leave\n")
+        gone = await live.wait_gone(3)
+        assert gone[2] == (hello[leaver], Reason.CLIENT_DISCONNECT)
         # The survivors (node and python) are told once about each.
         expected = [
             {"peer": hello[silent], "reason": "heartbeat timeout"},
             {"peer": hello[victim], "reason": gone[1][1]},
+            {"peer": hello[leaver], "reason": "client disconnect"},
         ]
-        assert [
-            {"peer": line["peer"], "reason": line["reason"]}
-            for line in [await beater.next("peer_gone"), await beater.next("peer_gone")]
-        ] == expected
-        assert await watcher.peer_gone.wait(2) == expected
+        told = [await beater.next("peer_gone") for _ in expected]
+        assert [{"peer": line["peer"], "reason": line["reason"]} for line in told] == expected
+        assert await watcher.peer_gone.wait(3) == expected
         # The beater stays alive for a few more timeouts.
         with anyio.move_on_after(INTERVAL * MISSES * 3):
-            await live.wait_gone(3, within=60)
-        assert len(live.gone) == 2
+            await live.wait_gone(4, within=60)
+        assert len(live.gone) == 3
         assert beater.process.returncode is None
     finally:
         for client in clients:
