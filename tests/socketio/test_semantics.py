@@ -171,3 +171,36 @@ async def test_flood_is_rate_limited_and_logged(start_server: StartServer) -> No
     clock.advance(0.1)
     await flooder.sio.call("heartbeat", timeout=5)
     assert live.adapter.stats.beats == 2
+
+
+@pytest.mark.parametrize("order", ["expire_first", "leave_first", "together"])
+async def test_expiry_racing_a_disconnect_ends_the_peer_once(
+    start_server: StartServer, order: str
+) -> None:
+    clock = ManualClock()
+    live = await start_server(interval=1.0, misses=2, clock=clock)
+    client = await live.client(beat=False)
+    monitor = live.adapter.monitor
+    if order == "expire_first":
+        clock.advance(3)
+        await client.sio.disconnect()
+    elif order == "leave_first":
+        await client.sio.disconnect()
+        clock.advance(3)
+    else:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(client.sio.disconnect)
+            clock.advance(3)
+    await monitor.wait_idle()
+    gone = await live.wait_gone(1)
+    with anyio.move_on_after(0.3):
+        await live.wait_gone(2, within=1)
+    assert len(gone) == 1
+    assert gone[0][0] == client.sid
+    assert gone[0][1] in (
+        Reason.HEARTBEAT_TIMEOUT,
+        Reason.TRANSPORT_CLOSE,
+        Reason.CLIENT_DISCONNECT,
+    )
+    assert sum(live.adapter.stats.gone.values()) == 1
+    assert len(live.adapter) == 0
