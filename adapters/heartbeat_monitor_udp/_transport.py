@@ -165,10 +165,10 @@ class UdpTransport:
         payload, tag = (data[:-TAG_SIZE], data[-TAG_SIZE:]) if key is not None else (data, b"")
         try:
             message = decode_message(payload, max_size=self.max_size)
-        except PeerError:
-            if key is not None and data[-1:] == b"}":
+        except PeerError as exc:
+            if key is not None and str(exc).startswith("malformed") and data[-1:] == b"}":
                 raise PeerError(
-                    "spoofed: unsigned datagram (this server requires an HMAC)"
+                    "spoofed: unsigned datagram (the server requires an HMAC)"
                 ) from None
             raise
         peer = check_peer_id(message.get("peer"))
