@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._adapter import GoneCallback, Identify, Reason, SocketIOAdapter, SocketIOStats, check_engineio
+from ._adapter import GoneCallback, Identify, Reason, SocketIOAdapter, SocketIOStats
 from ._client import HeartbeatClient
+from ._engineio import check_engineio
 from ._server import SocketIOServer
 
 if TYPE_CHECKING:
