@@ -127,6 +127,7 @@ async def _throughput(url: str | None, peers: int, seconds: float, sync: float) 
         handle = sio._handle_eio_message
         packet = '2["heartbeat"]'
         before = 0 if url is None else await _commands(url)
+        syncs_before = 0 if cluster is None else cluster.stats.syncs
         started, cpu_started = time.monotonic(), time.process_time()
         beats = 0
         while time.monotonic() - started < seconds:
@@ -137,7 +138,7 @@ async def _throughput(url: str | None, peers: int, seconds: float, sync: float) 
         cpu = time.process_time() - cpu_started
         wall = time.monotonic() - started
         commands = 0 if url is None else await _commands(url) - before - 1
-        syncs = 0 if cluster is None else cluster.stats.syncs
+        syncs = 0 if cluster is None else cluster.stats.syncs - syncs_before
     return {"beats": beats, "cpu": cpu, "wall": wall, "commands": commands, "syncs": syncs}
 
 

@@ -555,6 +555,8 @@ class RedisCluster:
             pipe.delete(keys.presence(node))
             pipe.set(keys.dead(node), self.node_id, ex=MARKER_TTL)
             await self._execute(pipe, 3)
+        # Released, not left to run out: a node restarted under this id may die again soon.
+        await self._lease(keys.lease(node), release=True)
         self._seen.pop(node, None)
         self.stats.nodes_ended += 1
         _logger.warning(
