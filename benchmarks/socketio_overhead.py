@@ -104,12 +104,79 @@ def measure(*, clients: int = 1000, rounds: int = 30, repeat: int = 7) -> dict[s
     }
 
 
+async def _e2e(clients: int, windows: int, window: float) -> dict[str, list[float]]:
+    """One real server (uvicorn, websockets), the adapter switched on and off every window."""
+    import statistics
+    import sys
+
+    import structlog
+
+    import socketio
+    from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    sio = socketio.AsyncServer(async_mode="asgi")
+    beats = 0
+    monotonic = time.monotonic
+    last_seen: dict[str, float] = {}
+
+    @sio.on("heartbeat")  # type: ignore[untyped-decorator]
+    async def heartbeat(sid: str, *args: Any) -> None:
+        nonlocal beats
+        beats += 1
+        last_seen[sid] = monotonic()
+
+    adapter = SocketIOAdapter(sio, interval=3600, misses=2, min_beat_gap=0.0)
+    wrapper = sio._trigger_event
+    results: dict[str, list[float]] = {"plain": [], "adapter+handler": []}
+    async with SocketIOServer(adapter) as server:
+        crowd = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks._socketio_e2e",
+            "clients",
+            server.url,
+            str(clients),
+            "1.0",
+            "2",
+            str(windows * window + 5),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert crowd.stdout is not None
+        await crowd.stdout.readline()  # "connected"
+        await asyncio.sleep(2)
+        for index in range(windows):
+            mode = "plain" if index % 2 == 0 else "adapter+handler"
+            if mode == "plain":
+                del sio._trigger_event  # back to python-socketio's own method
+            else:
+                sio._trigger_event = wrapper
+            start_cpu, start_beats = time.process_time(), beats
+            await asyncio.sleep(window)
+            cpu, count = time.process_time() - start_cpu, beats - start_beats
+            results[mode].append(cpu / max(1, count) * 1e6)
+        sio._trigger_event = wrapper
+        crowd.kill()
+        await crowd.wait()
+    return {mode: [statistics.median(values), *values] for mode, values in results.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--e2e", action="store_true", help="also: a real server, the adapter toggled per window"
+    )
     args = parser.parse_args(argv)
+    if args.e2e:
+        e2e = asyncio.run(_e2e(min(args.clients, 300), windows=10, window=3.0))
+        for mode, (median, *values) in e2e.items():
+            runs = " ".join(f"{value:.0f}" for value in values)
+            print(f"e2e {mode:>16}: median {median:6.1f} us server CPU per beat ({runs})")
+        ratio = e2e["adapter+handler"][0] / e2e["plain"][0] - 1
+        print(f"e2e adapter + handler vs plain handler: {ratio:+.1%}")
     result = measure(clients=args.clients, rounds=args.rounds, repeat=args.repeat)
     for mode, value in result["us_per_beat"].items():
         print(f"{mode:>16}: {value:7.2f} us server CPU per heartbeat")
