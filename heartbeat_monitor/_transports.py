@@ -49,7 +49,10 @@ def add_transport_options(parser: argparse.ArgumentParser) -> None:
         "--transport",
         choices=available(),
         default=DEFAULT,
-        help=f"which transport to serve ({DEFAULT})",
+        help=(
+            f"which transport to serve ({DEFAULT}); the others use --host, --port, --interval, "
+            "--misses, --resolution and the log flags, and ignore the Socket.IO-only ones"
+        ),
     )
     parser.add_argument(
         "--udp-key-file",

@@ -133,6 +133,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     _add_server_options(serve, interval=5.0, port=8000)
+    from heartbeat_monitor._transports import add_transport_options
+
+    add_transport_options(serve)  # --transport socketio|websocket|tcp|udp (entry points)
     from ._cluster_cli import add_cluster_options
 
     add_cluster_options(serve)
@@ -184,6 +187,10 @@ def _build(args: argparse.Namespace) -> Any:
 
 def run_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, level=args.log_level)
+    if args.transport != "socketio":
+        from heartbeat_monitor._transports import run_serve as run_transport
+
+        return run_transport(args)
     server = _build(args)
     from ._cluster_cli import cluster_for
 
