@@ -366,10 +366,21 @@ class SocketIOAdapter:
             if monitor is not None:
                 await monitor.__aexit__(exc_type, exc, tb)
 
-    async def aclose(self, reason: str = Reason.SERVER_SHUTDOWN) -> None:
-        """End every peer with ``reason`` (no ``peer_gone`` is sent) and refuse new ones."""
+    async def aclose(self, reason: str = Reason.SERVER_SHUTDOWN, *, notify: bool = False) -> None:
+        """End every peer with ``reason`` and refuse new ones.
+
+        Everyone is leaving, so by default no ``peer_gone`` is sent (that would be
+        N - 1 messages to each of N clients); with ``notify=True`` each client is
+        told about the others once, before anyone is disconnected.
+        """
         self._closing = True
         ending = [peer for peer in list(self._peers.values()) if self._mark_gone(peer, reason)]
+        if notify and self._notify != "none":
+            for peer in ending:
+                for sid in list(peer.sids):
+                    self._collect_rooms(peer, sid)
+            for peer in ending:
+                await self._send_gone(peer, reason)
         for peer in ending:
             await self._disconnect(peer)
         for peer in ending:

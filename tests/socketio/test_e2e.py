@@ -179,3 +179,14 @@ async def test_notify_namespace_tells_everyone_else(start_server: StartServer) -
             {"peer": silent.sid, "reason": "heartbeat timeout"}
         ]
     assert silent.peer_gone.items == []
+
+
+async def test_server_shutdown_can_tell_everyone_once(start_server: StartServer) -> None:
+    live = await start_server(interval=INTERVAL, misses=MISSES)
+    a = await live.client()
+    b = await live.client()
+    await live.adapter.aclose(notify=True)
+    await live.wait_gone(2)
+    assert await a.peer_gone.wait(1) == [{"peer": b.sid, "reason": "server shutdown"}]
+    assert await b.peer_gone.wait(1) == [{"peer": a.sid, "reason": "server shutdown"}]
+    await assert_no_more(a.peer_gone, 1)
