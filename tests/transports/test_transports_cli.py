@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from functools import partial
 from typing import Any
 
@@ -53,3 +54,49 @@ async def test_serve_is_a_one_line_swap(anyio_backend):
     assert welcome["peer"] == "cli"
     assert welcome["timeout"] == 5.0
     assert any(log["event"] == "heartbeat_monitor.tcp.serving" for log in logs)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("name", ["tcp", "udp", "websocket"])
+async def test_the_serve_command_runs_each_transport(anyio_backend, name, tmp_path):
+    """``heartbeat-monitor serve --transport NAME`` in a real process; a real client is welcomed."""
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"cli key\n")
+    command = [sys.executable, "-m", "heartbeat_monitor._cli", "serve", "--transport", name]
+    command += ["--port", "0", "--interval", "0.5", "--log-format", "json"]
+    command += ["--udp-key-file", str(key_file)]
+    async with await anyio.open_process(command, stderr=None) as process:
+        assert process.stdout is not None
+        lines = BufferedByteReceiveStream(process.stdout)
+        with anyio.fail_after(20):
+            while True:
+                log = json.loads(await lines.receive_until(b"\n", 100_000))
+                if log["event"] == f"heartbeat_monitor.{name}.serving":
+                    break
+        assert log["timeout"] == 1.0  # interval x misses (2)
+        host, port = log["host"], log["port"]
+        with anyio.fail_after(10):
+            welcome = await _hello(name, host, port)
+        process.terminate()
+    assert welcome["type"] == "welcome"
+    assert welcome["peer"] == "cli"
+
+
+async def _hello(name: str, host: str, port: int) -> dict[str, Any]:
+    if name == "tcp":
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(b'{"type":"hello","peer":"cli"}\n')
+            return dict(
+                json.loads(await BufferedByteReceiveStream(stream).receive_until(b"\n", 999))
+            )
+    if name == "udp":
+        from heartbeat_monitor_udp import TAG_SIZE, datagram
+
+        async with await anyio.create_connected_udp_socket(host, port) as sock:
+            await sock.send(datagram("cli", key=b"cli key"))
+            return dict(json.loads((await sock.receive())[:-TAG_SIZE]))
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://{host}:{port}") as ws:
+        await ws.send('{"type":"hello","peer":"cli"}')
+        return dict(json.loads(await ws.recv()))
