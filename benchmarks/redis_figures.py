@@ -9,7 +9,8 @@ Starts its own ``redis-server`` on a free loopback port (no persistence).
    batches, yielding to the event loop between batches so that the cluster's
    background sync (and python-socketio's Redis listener) run as they would.
    "on" adds :class:`ClusterRedisManager` and :class:`RedisCluster`. Rate =
-   beats / process CPU seconds; runs interleaved after a warm-up, medians.
+   beats / process CPU seconds; runs interleaved after a warm-up, best of ``repeat``
+   (interference from other work only slows a run), medians also given.
 2. **Redis commands per heartbeat.** Redis's own ``total_commands_processed``
    over the "on" windows (our ``INFO`` calls subtracted), per second and per
    beat: at the benchmark's saturating rate, and at a realistic rate of
@@ -161,12 +162,13 @@ async def _figures_1_2(url: str, peers: int, seconds: float, repeat: int, sync: 
     return {
         "peers": peers,
         "sync_interval": sync,
-        "beats_per_cpu_second_off": statistics.median(off),
-        "beats_per_cpu_second_on": statistics.median(on),
-        "ratio_on_off": statistics.median(on) / statistics.median(off),
+        "beats_per_cpu_second_off": max(off),
+        "beats_per_cpu_second_on": max(on),
+        "ratio_on_off": max(on) / max(off),
+        "ratio_on_off_medians": statistics.median(on) / statistics.median(off),
         "redis_commands_per_sync": per_sync,
         "redis_commands_per_second": commands / wall,
-        "redis_commands_per_beat_saturated": commands / wall / statistics.median(on),
+        "redis_commands_per_beat_saturated": commands / wall / max(on),
         "redis_commands_per_beat_at_5s_interval": per_sync / sync / beats_at_5s,
     }
 
@@ -257,12 +259,12 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
             result["throughput"] = await _figures_1_2(
                 url,
                 peers=1000,
-                seconds=1.0 if quick else 3.0,
-                repeat=1 if quick else 5,
+                seconds=1.0 if quick else 1.5,
+                repeat=1 if quick else 10,
                 sync=1.0,
             )
             result["throughput_aggressive_sync"] = await _figures_1_2(
-                url, peers=1000, seconds=1.0 if quick else 3.0, repeat=1 if quick else 5, sync=0.1
+                url, peers=1000, seconds=1.0 if quick else 1.5, repeat=1 if quick else 10, sync=0.1
             )
             detections = []
             for node_timeout in (1.0,) if quick else (1.0, 2.0, 4.0):
@@ -292,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             f"sync every {figures['sync_interval']:g} s, {figures['peers']} peers: "
             f"{figures['beats_per_cpu_second_off']:,.0f} beats/CPU-s off, "
             f"{figures['beats_per_cpu_second_on']:,.0f} on "
-            f"(ratio on/off {figures['ratio_on_off']:.3f}, medians); "
+            f"(ratio on/off {figures['ratio_on_off']:.3f} best of runs, "
+            f"{figures['ratio_on_off_medians']:.3f} medians); "
             f"Redis {figures['redis_commands_per_sync']:.1f} commands per sync, "
             f"{figures['redis_commands_per_second']:.1f} commands/s = "
             f"{figures['redis_commands_per_beat_saturated']:.2e} per beat at that rate, "

@@ -101,35 +101,34 @@ async def test_silent_client_announced_on_every_node_then_a_killed_node_once(
 
 
 async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: RedisServer) -> None:
-    a, b = await start_nodes(start_node, "a", "b")
-    on_a = [await a.client(), await a.client()]
-    on_b = [await b.client(), await b.client()]
-    everyone = {
-        client.sid: {node.name} for node, clients in ((a, on_a), (b, on_b)) for client in clients
-    }
-    await wait_presence(a, on_a[0], everyone, within=5)
+    nodes = await start_nodes(start_node, "a", "b", "c")
+    a, b, _ = nodes
+    clients = {node.name: [await node.client(), await node.client()] for node in nodes}
+    everyone = {client.sid: {name} for name, pair in clients.items() for client in pair}
+    all_clients = [client for pair in clients.values() for client in pair]
+    await wait_presence(a, clients["a"][0], everyone, within=5)
 
     await redis_server.stop()
     with anyio.move_on_after(10):
         # Nothing may be announced while Redis is gone: clients keep beating.
-        await on_a[0].peer_gone.wait(1, within=20)
-    for client in on_a + on_b:
+        await clients["a"][0].peer_gone.wait(1, within=20)
+    for client in all_clients:
         assert client.peer_gone.items == []
         assert client.sio.connected
-    await a.wait_logged("heartbeat_monitor.cluster.redis_unavailable")
+    for node in nodes:
+        await node.wait_logged("heartbeat_monitor.cluster.redis_unavailable")
     await redis_server.start()  # empty, as after a crash
 
-    await a.wait_logged("heartbeat_monitor.cluster.redis_recovered", within=5)
-    await b.wait_logged("heartbeat_monitor.cluster.redis_recovered", within=5)
-    await wait_presence(a, on_a[0], everyone, within=5)
-    await wait_presence(b, on_b[0], everyone, within=5)
-    for node in (a, b):
+    for node in nodes:
+        await node.wait_logged("heartbeat_monitor.cluster.redis_recovered", within=5)
+    for node in nodes:
+        await wait_presence(node, clients[node.name][0], everyone, within=5)
         assert node.logged("heartbeat_monitor.cluster.node_expired") == []
-    for client in on_a + on_b:
+    for client in all_clients:
         assert client.peer_gone.items == []
 
-    # Cross-node notifications work again (the listener re-subscribed).
+    # Cross-node notifications work again (the listeners re-subscribed).
     silent = await b.client(beat=False)
     gone = {"peer": silent.sid, "reason": "heartbeat timeout"}
-    for client in on_a + on_b:
+    for client in all_clients:
         assert await client.peer_gone.wait(1, within=INTERVAL * MISSES + 2 * SLACK) == [gone]
