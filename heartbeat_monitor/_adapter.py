@@ -263,6 +263,26 @@ class PeerHub:
         """The open episode of ``peer``, if any."""
         return self._sessions.get(peer)
 
+    def sessions(self) -> list[Session]:
+        """A snapshot of the open episodes."""
+        return list(self._sessions.values())
+
+    def close_all(self, reason: str = "server shutdown", *, transport: str | None = None) -> int:
+        """End every open episode (of one ``transport``, or all): the server is stopping.
+
+        Each gets its one :class:`PeerGone`; the others are not told (they are going too).
+        """
+        notify, self.notify_others = self.notify_others, False
+        ended = 0
+        try:
+            for session in self.sessions():
+                if transport is None or session.connection.transport == transport:
+                    ended += self._end(session, reason, expired=False)
+                    session.connection.close(reason)
+        finally:
+            self.notify_others = notify
+        return ended
+
     # -- what transports call --------------------------------------------------------------
 
     def open(self, peer: str, connection: Connection) -> Session | None:
@@ -499,18 +519,22 @@ async def serve_connection(
         if session is None:
             connection.close("refused: peer id in use")
             return
-        while True:
-            try:
-                data = await receive()
-            except ConnectionEnded as exc:
-                if exc.bad:
-                    hub.refuse(session, exc.reason)
-                else:
-                    hub.close(session, exc.reason)
-                    connection.close(exc.reason)
-                return
-            if not hub.receive(session, data):
-                return  # the hub ended the episode and is closing the connection
+        try:
+            while True:
+                try:
+                    data = await receive()
+                except ConnectionEnded as exc:
+                    if exc.bad:
+                        hub.refuse(session, exc.reason)
+                    else:
+                        hub.close(session, exc.reason)
+                        connection.close(exc.reason)
+                    return
+                if not hub.receive(session, data):
+                    return  # the hub ended the episode and is closing the connection
+        finally:
+            if session.gone is None:  # cancelled: the server is stopping
+                hub.close(session, "server shutdown")
 
 
 # -- the in-memory transport, for tests ----------------------------------------------------

@@ -152,13 +152,19 @@ class UdpTransport:
             _logger.info("heartbeat_monitor.udp.listening", host=host, port=port)
             task_group.start_soon(self._write, sock)
             task_status.started((str(host), int(port)))
-            async for data, address in sock:
-                try:
-                    self._receive(hub, data, (str(address[0]), int(address[1])))
-                except PeerError as exc:
-                    hub.refuse_input("udp", str(exc), address=f"{address[0]}:{address[1]}")
-                except Exception:  # never let one datagram take the server down
-                    _logger.exception("heartbeat_monitor.udp.datagram_failed")
+            try:
+                await self._receive_all(hub, sock)
+            finally:
+                hub.close_all(transport="udp")  # the server is stopping: one gone each
+
+    async def _receive_all(self, hub: PeerHub, sock: anyio.abc.UDPSocket) -> None:
+        async for data, address in sock:
+            try:
+                self._receive(hub, data, (str(address[0]), int(address[1])))
+            except PeerError as exc:
+                hub.refuse_input("udp", str(exc), address=f"{address[0]}:{address[1]}")
+            except Exception:  # never let one datagram take the server down
+                _logger.exception("heartbeat_monitor.udp.datagram_failed")
 
     def _receive(self, hub: PeerHub, data: bytes, address: tuple[str, int]) -> None:
         key = self.key

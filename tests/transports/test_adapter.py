@@ -108,3 +108,20 @@ def test_message_parsing():
         parse_hello('{"type":"hello","peer":""}')
     with pytest.raises(PeerError, match="'type' must be a string"):
         decode_message("{}")
+
+
+async def test_close_all_ends_every_episode_once_without_notices():
+    _, monitor, hub, transport, gone = await _hub()
+    async with monitor:
+        transport.hub = hub
+        a, b = transport.connect("a"), transport.connect("b")
+        assert hub.close_all() == 2
+        assert hub.close_all() == 0
+        assert sorted((g.key, g.reason) for g in gone) == [
+            ("a", "server shutdown"),
+            ("b", "server shutdown"),
+        ]
+        assert a.closed == b.closed == "server shutdown"
+        assert [m["type"] for m in a.inbox + b.inbox] == ["welcome", "welcome"]
+        assert len(monitor) == 0
+        assert hub.notify_others

@@ -90,3 +90,27 @@ async def test_websocket_expiry_closes_with_4000_and_the_reason(anyio_backend):
             await ws.recv()
         assert ws.close_code == CLOSE_EXPIRED
         assert ws.close_reason == gone[0].reason == "expired: silent for 1.500 s"
+
+
+@pytest.mark.parametrize("name", ["tcp", "udp"])
+async def test_stopping_the_server_ends_each_episode_once(anyio_backend, name):
+    from heartbeat_monitor_udp import UdpTransport, datagram
+
+    transport: Transport = TcpTransport() if name == "tcp" else UdpTransport()
+    clock = ManualClock()
+    gone: list[PeerGone] = []
+    async with HeartbeatMonitor(1.0, clock=clock) as monitor:
+        hub = PeerHub(monitor, on_gone=gone.append)
+        async with anyio.create_task_group() as tg:
+            host, port = await tg.start(transport.serve, hub)
+            if name == "tcp":
+                stream = await anyio.connect_tcp(host, port)
+                await stream.send(b'{"type":"hello","peer":"a"}\n')
+            else:
+                sock = await anyio.create_connected_udp_socket(host, port)
+                await sock.send(datagram("a"))
+            await until(lambda: "a" in hub)
+            tg.cancel_scope.cancel()
+        await (stream if name == "tcp" else sock).aclose()
+        assert [(g.key, g.reason) for g in gone] == [("a", "server shutdown")]
+        assert len(monitor) == 0
