@@ -21,8 +21,8 @@ pytestmark = pytest.mark.anyio
 async def test_beating_peers_stay(harness: Harness):
     clients = [await harness.connect(f"p{i}") for i in range(5)]
     start = time.monotonic()
-    await anyio.sleep(3 * TIMEOUT)  # the point is that time passes: three timeouts of beats
-    assert time.monotonic() - start >= 3 * TIMEOUT
+    await anyio.sleep(2.5 * TIMEOUT)  # the point is that time passes: timeouts of beats
+    assert time.monotonic() - start >= 2.5 * TIMEOUT
     assert harness.gone == []
     assert harness.count() == len(clients)
     assert all(client.closed is None for client in clients)
@@ -89,7 +89,7 @@ async def test_a_thousand_concurrent_peers(harness: Harness, peer_timeout: float
     process = await harness.spawn("crowd", 1000, interval=harness.timeout / 3)
     connect_time = time.monotonic() - started
     assert harness.count() == 1000
-    await anyio.sleep(1.5 * harness.timeout)  # longer than a timeout of beating: nobody may go
+    await anyio.sleep(1.2 * harness.timeout)  # longer than a timeout of beating: nobody may go
     assert harness.gone == [], harness.gone[:3]
     process.kill()
     killed_at = time.monotonic()

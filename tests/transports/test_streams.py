@@ -114,3 +114,38 @@ async def test_stopping_the_server_ends_each_episode_once(anyio_backend, name):
         await (stream if name == "tcp" else sock).aclose()
         assert [(g.key, g.reason) for g in gone] == [("a", "server shutdown")]
         assert len(monitor) == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_websocket_keepalive_and_heartbeats_give_one_gone(anyio_backend):
+    """A client whose TCP peer never answers pings: websockets' keepalive ends it first.
+
+    The heartbeat timeout is long (10 s, on a ManualClock); the keepalive is short
+    (0.1 s real time). The client is raw: it speaks the handshake and one frame and then
+    reads nothing, so no pong is ever sent (a websockets client would answer for it).
+    """
+    import base64
+    import os
+
+    from websockets.frames import Frame, Opcode
+
+    from heartbeat_monitor_websockets import WebSocketTransport
+
+    transport = WebSocketTransport(ping_interval=0.1, ping_timeout=0.1)
+    async with running(transport) as (_, monitor, _hub, gone, host, port):
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(request.encode())
+            reader = BufferedByteReceiveStream(stream)
+            assert b" 101 " in await reader.receive_until(b"\r\n\r\n", 10_000)
+            hello = Frame(Opcode.TEXT, b'{"type":"hello","peer":"mute"}')
+            await stream.send(hello.serialize(mask=True))
+            await until(lambda: bool(gone))  # and never read again: no pong
+        assert [(g.key, g.reason, g.expired) for g in gone] == [
+            ("mute", "connection lost: 1011 keepalive ping timeout", False)
+        ]
+        assert len(monitor) == 0
