@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def test_every_python_block_compiles():
     blocks = python_blocks()
     assert blocks
     for block in blocks:
-        compile(block, "README.md", "exec")
+        # Snippets may use top-level ``await`` (as in ``python -m asyncio``).
+        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
 def test_the_hand_driven_example_runs():
