@@ -233,8 +233,16 @@ def run_demo(args: argparse.Namespace) -> int:
     server = _build(args)
 
     async def main() -> None:
+        # The clients stop cooperatively (an Event, not cancellation): python-socketio's
+        # client swallows CancelledError in places, which would confuse cancel scopes.
+        stopping = anyio.Event()
         async with server.adapter, anyio.create_task_group() as task_group:
-            await task_group.start(_serve_logged, server, args)
+
+            async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                await _serve_logged(server, args, task_status=task_status)
+                stopping.set()  # stopped by Ctrl-C: the clients stop too
+
+            await task_group.start(serve)
             async with anyio.create_task_group() as clients:
                 total = args.clients + max(0, args.silent)
                 timeout = server.adapter.timeout
@@ -245,11 +253,18 @@ def run_demo(args: argparse.Namespace) -> int:
                     elif index == 0 and args.clients > 1:
                         leave_after = timeout * 2
                     clients.start_soon(
-                        _demo_client, server, args, f"client-{index}", silent_after, leave_after
+                        _demo_client,
+                        server,
+                        args,
+                        f"client-{index}",
+                        stopping,
+                        silent_after,
+                        leave_after,
                     )
                 if args.duration is not None:
-                    await anyio.sleep(args.duration)
-                    clients.cancel_scope.cancel()
+                    with anyio.move_on_after(args.duration):
+                        await stopping.wait()
+                    stopping.set()
             server.stop()
 
     anyio.run(main, backend="asyncio")
@@ -261,6 +276,7 @@ async def _demo_client(
     server: Any,
     args: argparse.Namespace,
     name: str,
+    stopping: anyio.Event,
     silent_after: float | None,
     leave_after: float | None,
 ) -> None:
@@ -269,7 +285,8 @@ async def _demo_client(
     from ._client import HeartbeatClient
 
     logger = structlog.get_logger("heartbeat_monitor")
-    client = socketio.AsyncClient(reconnection=False)
+    # handle_sigint=False: engine.io would otherwise cancel every task in the process on Ctrl-C.
+    client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
 
     def told(data: dict[str, Hashable]) -> None:
         logger.info("heartbeat_monitor.demo.told", client=name, **data)
@@ -286,13 +303,14 @@ async def _demo_client(
         )
         beating = HeartbeatClient(client, args.interval, event=args.event, namespace=args.namespace)
         async with beating:
-            if leave_after is not None:
-                await anyio.sleep(leave_after)
-                logger.info("heartbeat_monitor.demo.client_leaving", client=name)
-                return
-            await anyio.sleep(math.inf if silent_after is None else silent_after)
-        logger.info("heartbeat_monitor.demo.client_silent", client=name)
-        await client.wait()
+            with anyio.move_on_after(math.inf if leave_after is None else leave_after):
+                with anyio.move_on_after(math.inf if silent_after is None else silent_after):
+                    await stopping.wait()
+                if not stopping.is_set() and silent_after is not None:
+                    logger.info("heartbeat_monitor.demo.client_silent", client=name)
+                await stopping.wait()  # silent: the server disconnects it meanwhile
+        if leave_after is not None and not stopping.is_set():
+            logger.info("heartbeat_monitor.demo.client_leaving", client=name)
     finally:
         with anyio.CancelScope(shield=True):
             await client.disconnect()

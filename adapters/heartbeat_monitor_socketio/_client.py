@@ -76,11 +76,11 @@ class HeartbeatClient:
         if task is None:
             return
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():  # pragma: no cover -- we were cancelled ourselves
-                raise
+        # asyncio.wait, not ``await task``: a CancelledError here is then always the
+        # caller's own (e.g. an anyio cancel scope's), never swallowed by mistake.
+        await asyncio.wait({task})
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
     @property
     def running(self) -> bool:

@@ -72,7 +72,7 @@ class Client:
     """A python-socketio AsyncClient that records ``peer_gone`` and its own disconnect."""
 
     def __init__(self, url: str, namespace: str, interval: float) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         self.url = url
         self.namespace = namespace
         self.peer_gone = Changes()

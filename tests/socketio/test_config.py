@@ -176,3 +176,36 @@ async def test_serve_logs_departures_live_and_stops_on_ctrl_c() -> None:
         finally:
             if process.returncode is None:
                 process.kill()
+
+
+@pytest.mark.anyio
+async def test_demo_stops_on_ctrl_c() -> None:
+    import signal
+
+    import anyio
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    command = [sys.executable, "-m", "heartbeat_monitor._cli", "demo", "--log-format", "json"]
+    command += ["--interval", "0.2", "--clients", "2", "--silent", "1"]
+    async with await anyio.open_process(command) as process:
+        assert process.stdout is not None
+        stdout = BufferedByteReceiveStream(process.stdout)
+        events: list[dict[str, Any]] = []
+        try:
+            with anyio.fail_after(15):
+                while (
+                    sum(e["event"] == "heartbeat_monitor.demo.client_started" for e in events) < 3
+                ):
+                    events.append(json.loads(await stdout.receive_until(b"\n", 1 << 16)))
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(15):
+                rest = b""
+                async for chunk in process.stdout:
+                    rest += chunk
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert code == 130
+    lines = [json.loads(line) for line in rest.decode().splitlines() if line.startswith("{")]
+    assert any(line.get("reason") == "server shutdown" for line in lines)
