@@ -302,15 +302,17 @@ async def _demo_client(
             leaves_after=leave_after,
         )
         beating = HeartbeatClient(client, args.interval, event=args.event, namespace=args.namespace)
+        until = leave_after if leave_after is not None else silent_after
         async with beating:
-            with anyio.move_on_after(math.inf if leave_after is None else leave_after):
-                with anyio.move_on_after(math.inf if silent_after is None else silent_after):
-                    await stopping.wait()
-                if not stopping.is_set() and silent_after is not None:
-                    logger.info("heartbeat_monitor.demo.client_silent", client=name)
-                await stopping.wait()  # silent: the server disconnects it meanwhile
-        if leave_after is not None and not stopping.is_set():
+            with anyio.move_on_after(math.inf if until is None else until):
+                await stopping.wait()
+        if stopping.is_set():
+            return
+        if leave_after is not None:
             logger.info("heartbeat_monitor.demo.client_leaving", client=name)
+            return
+        logger.info("heartbeat_monitor.demo.client_silent", client=name)
+        await stopping.wait()  # the server disconnects it meanwhile
     finally:
         with anyio.CancelScope(shield=True):
             await client.disconnect()
