@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import shutil
 import signal
@@ -149,14 +150,16 @@ async def _figures_1_2(url: str, peers: int, seconds: float, repeat: int, sync: 
     commands = syncs = 0
     wall = 0.0
     await _throughput(None, peers, seconds / 2, sync)  # warm-up, not counted
-    for _ in range(repeat):
-        result = await _throughput(None, peers, seconds, sync)
-        off.append(result["beats"] / result["cpu"])
-        result = await _throughput(url, peers, seconds, sync)
-        on.append(result["beats"] / result["cpu"])
-        commands += result["commands"]
-        syncs += result["syncs"]
-        wall += result["wall"]
+    for index in range(repeat):
+        # Alternate the order; collect the previous run's server first (no GC bias).
+        for mode_url in (None, url) if index % 2 == 0 else (url, None):
+            gc.collect()
+            result = await _throughput(mode_url, peers, seconds, sync)
+            (off if mode_url is None else on).append(result["beats"] / result["cpu"])
+            if mode_url is not None:
+                commands += result["commands"]
+                syncs += result["syncs"]
+                wall += result["wall"]
     per_sync = commands / max(syncs, 1)
     beats_at_5s = peers / 5.0  # every client beating every 5 s
     return {

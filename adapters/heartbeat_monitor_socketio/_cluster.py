@@ -129,6 +129,7 @@ class RedisCluster:
         "_lease_script",
         "_leave_script",
         "_left",
+        "_listeners_expected",
         "_manager",
         "_monitor",
         "_outage_started",
@@ -188,6 +189,9 @@ class RedisCluster:
         self._lease_script: AsyncScript = self._redis.register_script(LEASE)
         manager = adapter.sio.manager
         self._manager = manager if isinstance(manager, ClusterRedisManager) else None
+        if isinstance(manager, ClusterRedisManager):
+            manager.gate = self._all_listening
+            manager.gate_max_wait = self.node_timeout
         if not isinstance(manager, ClusterRedisManager):
             _logger.warning(
                 "heartbeat_monitor.cluster.local_notifications_only",
@@ -204,6 +208,7 @@ class RedisCluster:
         self._resync = True
         self._healthy = True
         self._outage_started: float | None = None
+        self._listeners_expected = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self.stats = ClusterStats()
         if adapter._cluster is not None:
@@ -446,6 +451,8 @@ class RedisCluster:
         if self._healthy:
             self._healthy = False
             self._outage_started = time.monotonic()
+            # Redis may come back empty, before every node has rejoined: expect them all.
+            self._listeners_expected = len(self.nodes())
             _logger.error(
                 "heartbeat_monitor.cluster.redis_unavailable", node=self.node_id, error=repr(exc)
             )
@@ -489,6 +496,14 @@ class RedisCluster:
             del seen[node]
             monitor.untrack(node)
             _logger.info("heartbeat_monitor.cluster.node_left", node=self.node_id, other=node)
+
+    async def _all_listening(self) -> bool:
+        """Whether every live node is subscribed to python-socketio's channel again."""
+        assert self._manager is not None
+        with anyio.fail_after(self.op_timeout):
+            [(_, listening)] = await self._redis.pubsub_numsub(self._manager.channel)
+        self.stats.commands += 1
+        return int(listening) >= max(len(self.nodes()), self._listeners_expected)
 
     # -- a dead node ---------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ private methods, both marked ``pragma: no cover`` upstream:
   ``op_timeout``; an event that cannot be published waits in a bounded outbox
   (``outbox_size`` events, ``outbox_max_age`` seconds) and is sent, in order,
   once Redis answers again (the next publish, or :meth:`flush` which the
-  cluster calls after each good sync). Local clients get the event at once
+  cluster calls after each good sync) and, if a ``gate`` is set, once it says
+  every node listens again (the cluster checks ``PUBSUB NUMSUB``): Redis
+  pub/sub drops a message nobody is subscribed to. Local clients get the event at once
   either way (python-socketio emits locally before it publishes).
 * ``_redis_listen_with_retries``: upstream backs off up to 60 s (1, 2, 4, ...)
   after Redis drops, so a node could stay deaf long after Redis is back. Here
@@ -23,16 +25,17 @@ The tests in ``tests/redis`` pin this against the installed python-socketio.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, final
 
 import anyio
 import structlog
-from redis import asyncio as aioredis
 
 import socketio
+from redis import asyncio as aioredis
 
 __all__ = ("ClusterRedisManager",)
 
@@ -70,6 +73,13 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._listener: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=op_timeout
         )
+        #: After a failure, the outbox waits until ``await gate()`` is true (all nodes
+        #: subscribed again: pub/sub drops what nobody listens to), ``gate_max_wait`` at most.
+        self.gate: Callable[[], Awaitable[bool]] | None = None
+        self.gate_max_wait = 10.0
+        self._failed_since: float | None = None
+        self._gate_closed_since: float | None = None
+        self._last_attempt = -math.inf
         #: Events published, and attempts that failed (plain ints).
         self.published = 0
         self.publish_failures = 0
@@ -87,7 +97,10 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             _logger.error(
                 "heartbeat_monitor.cluster.outbox_full", dropped=self.dropped, channel=self.channel
             )
-        self._outbox.append((time.monotonic(), message))
+        now = time.monotonic()
+        self._outbox.append((now, message))
+        if self._failed_since is not None and now - self._last_attempt < self.retry_cap:
+            return  # Redis failed a moment ago: do not make every emit wait for it
         await self.flush()
 
     async def flush(self) -> bool:
@@ -95,6 +108,9 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         if not self._outbox:
             return True
         async with self._flushing:
+            self._last_attempt = time.monotonic()
+            if not await self._gate_open():
+                return False
             outbox = self._outbox
             while outbox:
                 queued_at, message = outbox[0]
@@ -111,6 +127,8 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     with anyio.fail_after(self.op_timeout):
                         await self._publisher.publish(self.channel, message)
                 except Exception as exc:
+                    if self._failed_since is None:
+                        self._failed_since = time.monotonic()
                     self.publish_failures += 1
                     if self.publish_failures % _LOG_EVERY == 1:
                         _logger.error(
@@ -122,6 +140,27 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     return False
                 outbox.popleft()
                 self.published += 1
+            if self._failed_since is not None:
+                self._failed_since = None
+                _logger.info("heartbeat_monitor.cluster.outbox_flushed", channel=self.channel)
+        return True
+
+    async def _gate_open(self) -> bool:
+        gate = self.gate
+        if gate is None or self._failed_since is None:
+            return True
+        try:
+            if await gate():
+                self._gate_closed_since = None
+                return True
+        except Exception:
+            return False  # Redis still fails: the wait below starts once it answers
+        now = time.monotonic()
+        if self._gate_closed_since is None:
+            self._gate_closed_since = now
+        if now - self._gate_closed_since <= self.gate_max_wait:
+            return False
+        _logger.warning("heartbeat_monitor.cluster.outbox_gate_timeout", channel=self.channel)
         return True
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
