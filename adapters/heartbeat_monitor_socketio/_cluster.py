@@ -45,16 +45,15 @@ failed is watched again (it gets a fresh ``node_timeout``), and after the
 first good sync every node gets a fresh ``node_timeout`` too. Local
 monitoring and local notifications go on; after an outage the node rewrites
 its whole presence in one ``MULTI`` (Redis may have lost it), and events that
-could not be published are sent from the manager's outbox.
+could not be published are sent from the manager's outbox once ``PUBSUB
+NUMSUB`` shows every node listening again (pub/sub drops what nobody hears).
 
 An identity connected to several nodes is one peer cluster-wide: when its
 last connection on a node ends, a Lua script removes it from that node's
 presence and checks the others; only if it is present nowhere else do the
 ``on_gone`` callbacks run and ``peer_gone`` go out.
 
-Keys (all under ``prefix``, default ``heartbeat_monitor:<namespace>:``) need one
-Redis server (or Sentinel), not Redis Cluster: the scripts touch keys of
-several nodes.
+The keys and scripts are in :mod:`._cluster_keys`.
 """
 
 from __future__ import annotations
