@@ -127,6 +127,22 @@ def markdown(results: Results) -> str:
                 + " |"
             )
         lines.append("")
+    e2e = results.get("socketio_e2e")
+    if isinstance(e2e, dict):
+        lines += [
+            f"#### Socket.IO end to end ({e2e['clients']:,} clients, one beat per "
+            f"{e2e['interval_s']:g} s each, uvicorn on loopback, best of {e2e['rounds']})",
+            "",
+            "| server | server CPU per heartbeat (µs) |",
+            "|---|--:|",
+            f"| plain python-socketio handler: `last_seen[sid] = monotonic()` "
+            f"| {e2e['plain_us_per_beat']:.0f} |",
+            f"| with SocketIOAdapter (HeartbeatMonitor) | {e2e['adapter_us_per_beat']:.0f} |",
+            f"| ratio | {e2e['ratio']:.2f}x |",
+            "",
+        ]
+    elif e2e:
+        lines += [f"Socket.IO end to end: {e2e}", ""]
     lines += [
         "#### Targets (ratios within this run)",
         "",
