@@ -320,6 +320,15 @@ class HeartbeatMonitor:
         self._register((Stalled,), callback)
         return callback
 
+    def remove_callback(self, callback: _Callback) -> bool:
+        """Unregister ``callback`` from every kind of event; ``False`` if it was not registered."""
+        found = False
+        for entries in self._callbacks.values():
+            kept = [entry for entry in entries if entry[0] != callback]
+            found = found or len(kept) < len(entries)
+            entries[:] = kept
+        return found
+
     def events(self, *, max_buffer: int = 10_000) -> EventStream:
         """A new stream of every event from now on (see :class:`EventStream`)."""
         return EventStream(self, max_buffer)

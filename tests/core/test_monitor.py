@@ -265,3 +265,22 @@ def test_bad_driver_configuration_is_refused():
         HeartbeatMonitor(1, batch_size=0)
     with pytest.raises(ConfigurationError):
         HeartbeatMonitor(1, on_expire="not callable")  # type: ignore[arg-type]
+
+
+async def test_remove_callback_unregisters_it():
+    clock = ManualClock()
+    seen: list[Hashable] = []
+
+    def callback(event: Expired) -> None:
+        seen.append(event.key)
+
+    async with HeartbeatMonitor(1, clock=clock, on_expire=callback) as monitor:
+        monitor.track("a")
+        clock.advance(2)
+        await monitor.wait_idle()
+        assert monitor.remove_callback(callback)
+        assert not monitor.remove_callback(callback)
+        monitor.track("b")
+        clock.advance(2)
+        await monitor.wait_idle()
+    assert seen == ["a"]
