@@ -230,3 +230,53 @@ async def test_restart_under_the_same_id_announces_the_previous_incarnation(
     await until(lambda: _present(n2.cluster, {watcher.sid: {"n2"}, fresh.sid: {"n1"}}))
     await assert_no_more([watcher], 2, within=NODE_TIMEOUT)
     assert n2.cluster.stats.nodes_ended == 0
+
+
+async def test_node_started_while_redis_is_down_joins_when_it_comes_up(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    await redis_server.stop()
+    n1 = await start_member("n1")  # starts, logs, serves local clients
+    assert not n1.cluster.healthy
+    watcher = await n1.client()
+    silent = await n1.client(beat=False)
+    assert await watcher.peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [
+        {"peer": silent.sid, "reason": "heartbeat timeout"}
+    ]
+    await redis_server.start()
+    await until(lambda: _healthy(n1.cluster), within=SLACK * 2)
+    await until(lambda: _present(n1.cluster, {watcher.sid: {"n1"}}))
+    n2 = await start_member("n2")
+    await until(lambda: _present(n2.cluster, {watcher.sid: {"n1"}}))
+
+    async def both_see_both() -> bool:
+        return n1.cluster.nodes() == n2.cluster.nodes() == ["n1", "n2"]
+
+    await until(both_see_both)
+
+
+async def test_outbox_is_bounded_by_age_and_size() -> None:
+    from structlog.testing import capture_logs
+
+    from heartbeat_monitor_socketio import ClusterRedisManager
+    from tests.redis.conftest import free_port
+
+    manager = ClusterRedisManager(
+        f"redis://127.0.0.1:{free_port()}/0", op_timeout=0.2, outbox_size=2, outbox_max_age=0.3
+    )
+    try:
+        with capture_logs() as logs:
+            for index in range(3):
+                await manager._publish({"method": "emit", "n": index})
+            assert manager.pending == 2  # the oldest was dropped, and said so
+            assert not await manager.flush()
+            await anyio.sleep(0.4)
+            assert await manager.flush()  # expired events are dropped, not sent late
+        assert manager.pending == 0
+        events = [log["event"] for log in logs]
+        assert "heartbeat_monitor.cluster.outbox_full" in events
+        assert "heartbeat_monitor.cluster.publish_failed" in events
+        assert events.count("heartbeat_monitor.cluster.outbox_expired") == 2
+        assert manager.dropped == 3
+    finally:
+        await manager.aclose()
