@@ -385,6 +385,8 @@ class SocketIOAdapter:
             await self._disconnect(peer)
         for peer in ending:
             await self._finish(peer, reason, notify=False)
+        # A monitor shared with other code keeps running: it no longer calls us.
+        self._monitor.remove_callback(self._on_expired)
 
     # -- the wrapped _trigger_event ------------------------------------------------------
 
