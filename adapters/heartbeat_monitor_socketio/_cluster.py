@@ -51,7 +51,9 @@ NUMSUB`` shows every node listening again (pub/sub drops what nobody hears).
 An identity connected to several nodes is one peer cluster-wide: when its
 last connection on a node ends, a Lua script removes it from that node's
 presence and checks the others; only if it is present nowhere else do the
-``on_gone`` callbacks run and ``peer_gone`` go out.
+``on_gone`` callbacks run and ``peer_gone`` go out. When a node shuts down
+cleanly, its peers end with ``"server shutdown"`` as on one node, and since the
+other nodes' clients remain, they are told (``peer_gone``).
 
 The keys and scripts are in :mod:`._cluster_keys`.
 """
@@ -317,6 +319,18 @@ class RedisCluster:
 
     async def left(self, peer: _Peer, reason: str) -> bool:
         """A peer ended on this node: ``True`` if it is gone cluster-wide (announce it)."""
+        gone = await self._gone_everywhere(peer, reason)
+        if (
+            gone
+            and reason == Reason.SERVER_SHUTDOWN
+            and not isinstance(peer.key, RemoteKey)
+            and self.adapter._notify != "none"
+        ):
+            # One node shuts down: unlike on a single node, other nodes' clients remain.
+            await self.adapter._send_gone(peer, reason)
+        return gone
+
+    async def _gone_everywhere(self, peer: _Peer, reason: str) -> bool:
         if isinstance(peer.key, RemoteKey):
             return True
         field = self._field(peer.id)

@@ -280,3 +280,19 @@ async def test_outbox_is_bounded_by_age_and_size() -> None:
         assert manager.dropped == 3
     finally:
         await manager.aclose()
+
+
+async def test_clean_shutdown_of_a_node_tells_the_other_nodes(start_member: StartMember) -> None:
+    n1 = await start_member("n1")
+    n2 = await start_member("n2")
+    watcher = await n2.client()
+    leaving = [await n1.client(), await n1.client()]
+    await until(
+        lambda: _present(n2.cluster, {watcher.sid: {"n2"}, **{c.sid: {"n1"} for c in leaving}})
+    )
+    await n1.adapter.aclose()  # what SIGTERM does, before the node leaves Redis
+    events = await watcher.peer_gone.wait(2, within=SLACK)
+    assert sorted(events, key=str) == sorted(
+        [{"peer": client.sid, "reason": Reason.SERVER_SHUTDOWN} for client in leaving], key=str
+    )
+    await assert_no_more([watcher], 2)
