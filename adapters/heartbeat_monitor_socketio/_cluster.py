@@ -192,7 +192,7 @@ class RedisCluster:
         self._manager = manager if isinstance(manager, ClusterRedisManager) else None
         if isinstance(manager, ClusterRedisManager):
             manager.gate = self._all_listening
-            manager.gate_max_wait = self.node_timeout
+            manager.gate_max_wait = max(self.node_timeout, 5.0)  # a dead node never listens
         if not isinstance(manager, ClusterRedisManager):
             _logger.warning(
                 "heartbeat_monitor.cluster.local_notifications_only",
