@@ -174,6 +174,8 @@ class RedisCluster:
             op_timeout = min(max(sync_interval, 0.5), node_timeout / 2)
         if lease is None:
             lease = max(node_timeout, 5 * op_timeout)
+        if adapter._cluster is not None:
+            raise ConfigurationError("this adapter already belongs to a cluster")
         self.adapter = adapter
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.node_timeout = float(node_timeout)
@@ -212,8 +214,6 @@ class RedisCluster:
         self._listeners_expected = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self.stats = ClusterStats()
-        if adapter._cluster is not None:
-            raise ConfigurationError("this adapter already belongs to a cluster")
         adapter._cluster = self
         if presence_event is not None:
             adapter.sio.on(presence_event, self._answer_presence, namespace=adapter.namespace)
@@ -299,7 +299,7 @@ class RedisCluster:
                 await self._monitor.__aexit__(exc_type, exc, tb)
 
     async def _leave_cluster(self) -> None:
-        """A clean exit: the node and its presence leave Redis; nobody announces anything."""
+        """A clean exit: the node and its presence leave Redis (the adapter ended its peers)."""
         try:
             async with self._pipeline(transaction=True) as pipe:
                 pipe.hdel(self._keys.nodes, self.node_id)
@@ -399,7 +399,10 @@ class RedisCluster:
     async def _sync_loop(self) -> None:
         while True:
             await anyio.sleep(self.sync_interval)
-            await self._sync()
+            try:
+                await self._sync()
+            except Exception:  # a bug or bad data must not stop the node: log, go on
+                _logger.exception("heartbeat_monitor.cluster.sync_crashed", node=self.node_id)
 
     async def _sync(self) -> None:
         """One round trip: beat, presence changes, every node's counter, the dead marker."""
@@ -452,11 +455,24 @@ class RedisCluster:
             self._resync = True
             _logger.warning("heartbeat_monitor.cluster.declared_dead_rejoining", node=self.node_id)
         self.stats.syncs += 1
-        self._observe({text(node): int(value) for node, value in counters.items()})
+        self._observe(self._counters(counters))
         if not self._healthy:
             self._recovered()
         if self._manager is not None and self._manager.pending:
             await self._manager.flush()
+
+    def _counters(self, raw: dict[Any, Any]) -> dict[str, int]:
+        counters: dict[str, int] = {}
+        for node, value in raw.items():
+            try:
+                counters[text(node)] = int(value)
+            except (TypeError, ValueError, UnicodeDecodeError):
+                _logger.error(
+                    "heartbeat_monitor.cluster.bad_node_entry",
+                    node=self.node_id,
+                    entry=repr((node, value))[:80],
+                )
+        return counters
 
     def _sync_failed(self, exc: BaseException) -> None:
         self.stats.sync_failures += 1
@@ -659,7 +675,7 @@ class RedisCluster:
         try:
             peer_id = decode(field)
             room_list: Iterable[Hashable] = [frozen(room) for room in json.loads(rooms)]
-        except ValueError:
+        except (TypeError, ValueError):
             _logger.error(
                 "heartbeat_monitor.cluster.bad_presence_entry", other=node, field=repr(field)[:80]
             )

@@ -193,10 +193,15 @@ async def test_bad_presence_entries_are_logged_not_fatal(
     n1 = await start_member("n1")
     redis = await redis_server.client()
     try:
-        await redis.hset(n1.cluster.prefix + "nodes", "ghost", 1)
+        await redis.hset(n1.cluster.prefix + "nodes", mapping={"ghost": 1, "garbage": "x"})
         await redis.hset(
             n1.cluster.prefix + "presence:ghost",
-            mapping={"{not json": "[]", json.dumps("ok"): "not json either", '"g1"': '["peers"]'},
+            mapping={
+                "{not json": "[]",
+                json.dumps("ok"): "not json either",
+                json.dumps("g2"): "5",
+                '"g1"': '["peers"]',
+            },
         )
     finally:
         await redis.aclose()
@@ -205,6 +210,7 @@ async def test_bad_presence_entries_are_logged_not_fatal(
     assert events == [{"peer": "g1", "reason": Reason.NODE_GONE}]
     await assert_no_more([watcher], 1)
     await until(lambda: _present(n1.cluster, {watcher.sid: {"n1"}}))
+    assert n1.cluster.healthy
 
 
 async def test_restart_under_the_same_id_announces_the_previous_incarnation(
