@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
@@ -43,6 +44,11 @@ __all__ = ("EventStream", "ExpireCallback", "HeartbeatMonitor")
 #: A callback run for each expiry: a plain function or an ``async def``.
 ExpireCallback = Callable[[Expired], object] | Callable[[Expired], Awaitable[object]]
 _Callback = Callable[[Any], object]
+
+#: Adaptive batches: where they start, and their bounds (wheel entries per poll).
+_FIRST_BATCH = 1_000
+_MIN_BATCH = 64
+_MAX_BATCH = 200_000
 
 #: Sentinel: the self-pause guard's default (on for real clocks, off for virtual ones).
 _AUTO: Any = object()
@@ -157,12 +163,14 @@ class HeartbeatMonitor:
 
     __slots__ = (
         "__weakref__",
+        "_batch",
         "_batch_size",
         "_busy",
         "_callback_timeout",
         "_callbacks",
         "_exit_stack",
         "_idle_at",
+        "_max_block",
         "_max_concurrent",
         "_pending",
         "_progress",
@@ -208,7 +216,8 @@ class HeartbeatMonitor:
         stall_grace: float | None = None,
         max_concurrent_callbacks: int = 64,
         callback_timeout: float | None = None,
-        batch_size: int = 5_000,
+        batch_size: int | None = None,
+        max_block: float = 0.004,
     ) -> None:
         self._tracker = LivenessTracker(
             timeout,
@@ -223,8 +232,9 @@ class HeartbeatMonitor:
                 f"max_concurrent_callbacks must be >= 1, not {max_concurrent_callbacks!r}"
             )
         self._callback_timeout = optional_seconds("callback_timeout", callback_timeout)
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1, not {batch_size!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1 or None, not {batch_size!r}")
+        self._max_block: float = optional_seconds("max_block", max_block)  # type: ignore[assignment]
         if stall_limit is _AUTO:
             virtual = isinstance(self._tracker.clock, VirtualClock)
             stall_limit = None if virtual else max(1.0, 2 * self._tracker.resolution)
@@ -233,6 +243,8 @@ class HeartbeatMonitor:
         self._stall_grace: float = optional_seconds("stall_grace", grace)  # type: ignore[assignment]
         self._max_concurrent = max_concurrent_callbacks
         self._batch_size = batch_size
+        #: The adaptive batch (entries per poll) when batch_size is None.
+        self._batch = _FIRST_BATCH
         self._callbacks: dict[type[Event], list[tuple[_Callback, bool]]] = {}
         for register, callback in (
             (self.on_expire, on_expire),
@@ -438,12 +450,17 @@ class HeartbeatMonitor:
                     grace_until = now + self._stall_grace
                     tracker.grant_grace(grace_until)
                     self._dispatch([Stalled(lag=lag, grace_until=grace_until, at=now)])
-            events = tracker.poll_events(limit=self._batch_size)
+            started = time.perf_counter()
+            batch = self._batch if self._batch_size is None else self._batch_size
+            events = tracker.poll_events(limit=batch)
             if events:
                 self._dispatch(events)
             deadline = tracker.next_deadline()
             now = clock.now()
-            if deadline is not None and deadline <= now:
+            more = deadline is not None and deadline <= now
+            if self._batch_size is None:
+                self._adapt_batch(time.perf_counter() - started, more=more)
+            if more:
                 self._target = now
                 await anyio.lowlevel.checkpoint()  # more is due: let the loop breathe, go on
                 continue
@@ -459,6 +476,14 @@ class HeartbeatMonitor:
                 with anyio.move_on_after(deadline - now):
                     await wake.wait()
             self._wake = None
+
+    def _adapt_batch(self, elapsed: float, *, more: bool) -> None:
+        """Size the next batch so that one poll plus its dispatch stays within max_block."""
+        budget = self._max_block
+        if elapsed > budget:
+            self._batch = max(_MIN_BATCH, int(self._batch * budget / elapsed * 0.8))
+        elif more and elapsed < budget / 2:
+            self._batch = min(self._batch * 2, _MAX_BATCH)
 
     def _due(self, now: float) -> bool:
         deadline = self._tracker.next_deadline()
@@ -478,7 +503,8 @@ class HeartbeatMonitor:
             progress.set()
 
     def _dispatch(self, events: list[Event]) -> None:
-        log = _logger
+        # Bound once per batch: each call on structlog's lazy proxy builds a logger (~5 us).
+        log = _logger.bind()
         for event in events:
             name, level = _LOG.get(type(event), ("heartbeat_monitor.event", "info"))
             if isinstance(event, Expired):

@@ -267,9 +267,11 @@ class PhiHistory:
 
 def as_policy(value: float | Policy, name: str = "timeout") -> Policy:
     """A number means :class:`FixedTimeout`; a policy is checked and returned."""
-    if isinstance(value, Policy):
-        timeout = value.timeout
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ConfigurationError(f"{name} policy {value!r} gives a bad timeout {timeout!r}")
-        return value
-    return FixedTimeout(positive(name, value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return FixedTimeout(positive(name, value))
+    timeout = getattr(value, "timeout", None)  # a structural check: Protocol isinstance is slow
+    if not isinstance(timeout, int | float) or not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(
+            f"{name} must be a number of seconds > 0 or a policy, not {value!r}"
+        )
+    return value  # type: ignore[return-value]

@@ -90,7 +90,7 @@ from ._events import (
     StormStarted,
     Suspected,
 )
-from ._policy import History, Policy, StatefulPolicy, as_policy
+from ._policy import History, Policy, as_policy
 from ._validate import fraction, optional_seconds, positive
 
 __all__ = ("DEFAULT_RESOLUTION_FRACTION", "LivenessTracker")
@@ -113,6 +113,11 @@ def _call(callback: Callable[[PeerEvent], object] | None, event: PeerEvent) -> N
         _logger.exception(
             "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
         )
+
+
+def _is_stateful(policy: Policy) -> bool:
+    """Whether ``policy`` is a :class:`StatefulPolicy` (a cheap structural check)."""
+    return callable(getattr(policy, "new_history", None))
 
 
 @final
@@ -161,6 +166,7 @@ class LivenessTracker:
         "_on_suspect",
         "_policy",
         "_resolution",
+        "_stateful",
         "_storm_armed",
         "_storm_max_hold",
         "_storm_share",
@@ -235,7 +241,10 @@ class LivenessTracker:
         self._storm_armed = True
         #: Called when a beat produced an event, so that a driver polls soon.
         self._wakeup: Callable[[], None] | None = None
-        full = self._suspect is not None or isinstance(self._policy, StatefulPolicy)
+        #: Whether the default policy keeps a per-peer history (checked once: a runtime
+        #: Protocol isinstance costs ~20 us, far too much for every track()).
+        self._stateful = _is_stateful(self._policy)
+        full = self._suspect is not None or self._stateful
         self.beat = self._beat_full if full else self._beat_fast
 
     # -- configuration ---------------------------------------------------------------------
@@ -267,23 +276,29 @@ class LivenessTracker:
         On a peer already tracked this is a beat that also sets its timeout
         (``None`` restores the default) and starts a fresh beat history.
         """
-        policy = self._policy if timeout is None else as_policy(timeout)
+        if timeout is None:
+            policy, stateful = self._policy, self._stateful
+        else:
+            policy = as_policy(timeout)
+            stateful = _is_stateful(policy)
         now = self._now()
-        if isinstance(policy, StatefulPolicy):
-            if not isinstance(self._policy, StatefulPolicy):
+        if stateful:
+            if not self._stateful:
                 raise ConfigurationError(
                     f"a per-peer {policy!r} needs a tracker whose default policy is stateful "
                     "too (its beats record the history the policy reads)"
                 )
-            history = policy.new_history()
+            history = policy.new_history()  # type: ignore[attr-defined]
             self._histories[key] = history
             self._timeouts.pop(key, None)
             peer_timeout = history.timeout()
         else:
-            self._histories.pop(key, None)
-            peer_timeout = policy.timeout
+            if self._histories:
+                self._histories.pop(key, None)
+            peer_timeout = self._timeout if timeout is None else policy.timeout
             if peer_timeout == self._timeout:
-                self._timeouts.pop(key, None)
+                if self._timeouts:
+                    self._timeouts.pop(key, None)
             else:
                 self._timeouts[key] = peer_timeout
         self._last[key] = now
