@@ -286,37 +286,8 @@ async def test_remove_callback_unregisters_it():
     assert seen == ["a"]
 
 
-async def test_a_mass_expiry_is_spread_over_batches_that_let_other_tasks_run():
-    """100,000 peers expire at once: other tasks run in between, not only at the end."""
-    clock = ManualClock()
-    expired = 0
-    seen_midway: list[int] = []
-
-    def on_expire(event: Expired) -> None:
-        nonlocal expired
-        expired += 1
-
-    async with HeartbeatMonitor(1, clock=clock, on_expire=on_expire, max_block=0.001) as monitor:
-        for key in range(100_000):
-            monitor.track(key)
-        done = anyio.Event()
-
-        async def observer() -> None:
-            while not done.is_set():
-                if 0 < expired < 100_000:
-                    seen_midway.append(expired)
-                await anyio.lowlevel.checkpoint()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(observer)
-            clock.advance(2)
-            await monitor.wait_idle()
-            done.set()
-    assert expired == 100_000
-    assert len(set(seen_midway)) >= 3, "the driver never yielded during the mass expiry"
-
-
-async def test_a_fixed_batch_size_is_respected():
+async def expire_all_and_watch(peers: int, **options: object) -> tuple[int, set[int]]:
+    """Expire ``peers`` at once; return how many expired and the counts another task saw."""
     clock = ManualClock()
     expired = 0
     midway: set[int] = set()
@@ -325,14 +296,15 @@ async def test_a_fixed_batch_size_is_respected():
         nonlocal expired
         expired += 1
 
-    async with HeartbeatMonitor(1, clock=clock, on_expire=on_expire, batch_size=100) as monitor:
-        for key in range(1000):
+    monitor = HeartbeatMonitor(1, clock=clock, on_expire=on_expire, **options)  # type: ignore[arg-type]
+    async with monitor:
+        for key in range(peers):
             monitor.track(key)
         done = anyio.Event()
 
         async def observer() -> None:
             while not done.is_set():
-                if 0 < expired < 1000:
+                if 0 < expired < peers:
                     midway.add(expired)
                 await anyio.lowlevel.checkpoint()
 
@@ -341,6 +313,18 @@ async def test_a_fixed_batch_size_is_respected():
             clock.advance(2)
             await monitor.wait_idle()
             done.set()
+    return expired, midway
+
+
+async def test_a_mass_expiry_is_spread_over_batches_that_let_other_tasks_run():
+    """100,000 peers expire at once: other tasks run in between, not only at the end."""
+    expired, midway = await expire_all_and_watch(100_000, max_block=0.001)
+    assert expired == 100_000
+    assert len(midway) >= 3, "the driver never yielded during the mass expiry"
+
+
+async def test_a_fixed_batch_size_is_respected():
+    expired, midway = await expire_all_and_watch(1000, batch_size=100)
     assert expired == 1000
     assert len(midway) >= 5
     assert all(count % 100 == 0 for count in midway)  # one batch of 100 between checkpoints
