@@ -47,6 +47,7 @@ from heartbeat_monitor import Clock as _Clock
 from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
 
 from ._engineio import check_engineio
+from ._transport import RefusalLog, diagnose, json_type
 
 __all__ = (
     "GoneCallback",
@@ -95,6 +96,7 @@ class SocketIOStats:
         "callback_failures",
         "connections",
         "gone",
+        "refused",
         "spoofed",
         "unknown_peer",
     )
@@ -114,6 +116,9 @@ class SocketIOStats:
         self.callback_failures = 0
         #: How many peers are gone, by reason.
         self.gone: dict[str, int] = {}
+        #: Bad input refused, by kind: ``malformed``, ``oversized``, ``wrong type``,
+        #: ``spoofed``, ``flood`` (logged as ``heartbeat_monitor.socketio.peer_refused``).
+        self.refused: dict[str, int] = {}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -124,7 +129,19 @@ class SocketIOStats:
 class _Peer:
     """One peer: a sid, or an identity with one or more connections."""
 
-    __slots__ = ("gone", "id", "key", "last_counted", "limited", "members", "rooms", "sids")
+    __slots__ = (
+        "burst",
+        "burst_after",
+        "floods",
+        "gone",
+        "id",
+        "key",
+        "last_counted",
+        "limited",
+        "members",
+        "rooms",
+        "sids",
+    )
 
     def __init__(self, peer_id: Hashable, key: Hashable) -> None:
         self.id = peer_id
@@ -137,6 +154,10 @@ class _Peer:
         self.rooms: set[Hashable] = set()
         self.last_counted = -math.inf
         self.limited = 0
+        #: Heartbeats dropped since the beat counted at ``burst_after`` (flood detection).
+        self.burst = 0
+        self.burst_after = -math.inf
+        self.floods = 0
         #: The reason, once gone.
         self.gone: str | None = None
 
@@ -178,9 +199,12 @@ class SocketIOAdapter:
         "_callback_timeout",
         "_closing",
         "_cluster",
+        "_eio_message",
         "_event",
+        "_flood_limit",
         "_gone_callbacks",
         "_identify",
+        "_max_size",
         "_min_gap",
         "_monitor",
         "_namespace",
@@ -191,6 +215,8 @@ class SocketIOAdapter:
         "_owns_monitor",
         "_peer_of_sid",
         "_peers",
+        "_refusal_log",
+        "_refusals",
         "_room",
         "_sio",
         "_stack",
@@ -218,6 +244,8 @@ class SocketIOAdapter:
         resolution: float | None = None,
         clock: _Clock | None = None,
         min_beat_gap: float | None = None,
+        flood_limit: int | None = 20,
+        max_message_size: int | None = None,
         callback_timeout: float | None = 30.0,
         engineio: Literal["check", "fix", "ignore"] = "check",
     ) -> None:
@@ -263,6 +291,11 @@ class SocketIOAdapter:
                 f"min_beat_gap must be >= 0 and below the interval, not {min_beat_gap!r}"
             )
         self._min_gap = float(min_beat_gap)
+        for name, value in (("flood_limit", flood_limit), ("max_message_size", max_message_size)):
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigurationError(f"{name} must be an int >= 1 or None, not {value!r}")
+        self._flood_limit = flood_limit
+        self._max_size = max_message_size
         if callback_timeout is not None and not (
             math.isfinite(callback_timeout) and callback_timeout > 0
         ):
@@ -299,12 +332,20 @@ class SocketIOAdapter:
         self._peers: dict[Hashable, _Peer] = {}
         self._peer_of_sid: dict[str, _Peer] = {}
         self._closing = False
+        #: Connections being disconnected for bad input: sid -> ``"refused: <reason>"``.
+        self._refusals: dict[str, str] = {}
+        self._refusal_log = RefusalLog()
         #: The ``RedisCluster`` this adapter is a node of, if any (it sets itself here).
         self._cluster: Any = None
         self.stats = SocketIOStats()
         monitor.on_expire(self._on_expired)
         self._original: Callable[..., Awaitable[Any]] = original
         sio._trigger_event = self._trigger_event
+        # Frames python-socketio cannot decode raise in its engine.io message handler.
+        self._eio_message: Callable[[str, str | bytes], Awaitable[None]] = sio.eio.handlers[
+            "message"
+        ]
+        sio.eio.on("message", self._on_eio_message)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -400,6 +441,12 @@ class SocketIOAdapter:
                     return self._original(event, namespace, *args)
                 # Nobody else handles heartbeats: a client that asks for an ack gets one.
                 return _acked()
+            if type(event) is not str:
+                # python-socketio passes on whatever the client put first in the event array.
+                return self._refuse(
+                    f"wrong type: an event name must be a string, got {json_type(event)}",
+                    sid=args[0],
+                )
             if event in _RESERVED:
                 sid = args[0]
                 # python-socketio also passes a client's own event named "connect" or
@@ -414,7 +461,7 @@ class SocketIOAdapter:
                 self._spoofed(event, sid)
                 return _acked()
             if self._any_event:
-                self._on_beat(args[0])
+                self._on_beat(args[0], heartbeat=False)
         return self._original(event, namespace, *args)
 
     def _has_handler(self, namespace: str, event: str) -> bool:
@@ -426,7 +473,7 @@ class SocketIOAdapter:
             (own and (event in own or "*" in own)) or "*" in handlers or sio.namespace_handlers
         )
 
-    def _on_beat(self, sid: str) -> None:
+    def _on_beat(self, sid: str, *, heartbeat: bool = True) -> None:
         """The hot path: sid -> peer, rate limit, beat. The payload is never looked at."""
         peer = self._peer_of_sid.get(sid)
         if peer is None:
@@ -434,14 +481,14 @@ class SocketIOAdapter:
             return
         now = self._now()
         if now - peer.last_counted < self._min_gap:
-            self._limited(peer, sid)
+            self._limited(peer, sid, heartbeat)
         elif self._beat(peer.key):
             peer.last_counted = now
             self.stats.beats += 1
         else:
             self._unknown(sid)
 
-    def _limited(self, peer: _Peer, sid: str) -> None:
+    def _limited(self, peer: _Peer, sid: str, heartbeat: bool) -> None:
         peer.limited += 1
         self.stats.beats_limited += 1
         if peer.limited % _LOG_EVERY == 1:
@@ -451,6 +498,23 @@ class SocketIOAdapter:
                 sid=sid,
                 dropped=peer.limited,
                 min_beat_gap=self._min_gap,
+            )
+        limit = self._flood_limit
+        if not heartbeat or limit is None:
+            return  # with any_event=True, a chatty application is no flood
+        if peer.burst_after != peer.last_counted:
+            peer.burst_after = peer.last_counted
+            peer.burst = 0
+        peer.burst += 1
+        if peer.burst == limit:  # the counted beat and `limit` more within min_beat_gap
+            peer.floods += 1
+            self._refused(
+                f"flood: more than {limit} heartbeats within min_beat_gap ({self._min_gap:g} s); "
+                "the excess is dropped",
+                log=peer.floods % _LOG_EVERY == 1,
+                peer=peer.id,
+                sid=sid,
+                floods=peer.floods,
             )
 
     def _unknown(self, sid: object) -> None:
@@ -465,14 +529,75 @@ class SocketIOAdapter:
 
     def _spoofed(self, event: str, sid: object) -> None:
         self.stats.spoofed += 1
-        if self.stats.spoofed % _LOG_EVERY == 1:
-            _logger.warning(
-                "heartbeat_monitor.socketio.spoofed_event",
-                event_name=event,
-                sid=repr(sid)[:80],
-                peer=self.peer_of(sid) if isinstance(sid, str) else None,
-                count=self.stats.spoofed,
+        self._refused(
+            f"spoofed: a client event named {event!r} (only the server says so); dropped",
+            log=self.stats.spoofed % _LOG_EVERY == 1,
+            event_name=event,
+            sid=repr(sid)[:80],
+            peer=self.peer_of(sid) if isinstance(sid, str) else None,
+            count=self.stats.spoofed,
+        )
+
+    def _refused(self, reason: str, *, log: bool = True, **fields: Any) -> None:
+        """Count bad input by kind (the reason's prefix) and log it (paced)."""
+        refused = self.stats.refused
+        kind = reason.partition(":")[0]
+        refused[kind] = refused.get(kind, 0) + 1
+        if log:
+            self._refusal_log.warning(
+                "heartbeat_monitor.socketio.peer_refused",
+                reason=reason,
+                namespace=self._namespace,
+                **fields,
             )
+
+    async def _on_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        """engine.io's ``message`` handler, around python-socketio's: refuse bad frames."""
+        limit = self._max_size
+        if limit is not None and len(data) > limit:
+            unit = "bytes" if isinstance(data, bytes) else "characters"
+            await self._refuse(f"oversized: {len(data)} {unit} > {limit}", eio_sid=eio_sid)
+            return
+        try:
+            await self._eio_message(eio_sid, data)
+        except Exception:
+            reason = diagnose(self._sio, data)
+            if reason is None:
+                raise  # not the client's input: engine.io logs it, as before
+            await self._refuse(reason, eio_sid=eio_sid)
+
+    async def _refuse(
+        self, reason: str, *, sid: str | None = None, eio_sid: str | None = None
+    ) -> Any:
+        """Log and count bad input, then disconnect its connection with ``refused: <reason>``.
+
+        The whole engine.io connection is closed (its stream is not to be trusted);
+        the peer is gone with that reason if this was its last connection.
+        """
+        manager = self._sio.manager
+        namespace = self._namespace
+        if sid is None and eio_sid is not None:
+            sid = manager.sid_from_eio_sid(eio_sid, namespace)
+        elif eio_sid is None and sid is not None:
+            eio_sid = manager.eio_sid_from_sid(sid, namespace)
+        peer = None if sid is None else self._peer_of_sid.get(sid)
+        self._refused(reason, peer=None if peer is None else peer.id, sid=sid)
+        if peer is not None and sid is not None:
+            self._refusals.setdefault(sid, f"refused: {reason}")
+        eio = self._sio.eio
+        socket = None if eio_sid is None else eio.sockets.get(eio_sid)
+        if socket is not None and not (socket.closed or socket.closing):
+            try:
+                # As engine.io's own disconnect, without waiting for a polling client to
+                # collect the close packet; then end engine.io's writer (as its reader does
+                # when a client leaves), so the transport closes now, not when the client
+                # obliges or its ping_interval + ping_timeout have passed.
+                await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+                socket.queue.put_nowait(None)
+            except Exception:
+                _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
+            eio.sockets.pop(eio_sid, None)
+        return self._not_handled
 
     async def _on_connect(self, args: tuple[Any, ...]) -> Any:
         sid = args[0]
@@ -485,7 +610,9 @@ class SocketIOAdapter:
             try:
                 identity = self._identify(sid, environ, auth)
                 hash(identity)
-            except socketio.exceptions.ConnectionRefusedError:
+            except socketio.exceptions.ConnectionRefusedError as exc:
+                why = exc.args[0] if exc.args else "no reason given"
+                self._refused(f"spoofed: identify refused the connection: {why!s:.100}", sid=sid)
                 raise
             except Exception:
                 _logger.exception("heartbeat_monitor.socketio.identify_failed", sid=sid)
@@ -542,6 +669,9 @@ class SocketIOAdapter:
     async def _on_disconnect(self, args: tuple[Any, ...], *, call_user: bool = True) -> Any:
         sid = args[0]
         reason = args[1] if len(args) > 1 else Reason.CLIENT_DISCONNECT
+        if self._refusals and (refused := self._refusals.pop(sid, None)) is not None:
+            reason = refused  # our own disconnect of bad input: the handler sees why
+            args = (sid, refused, *args[2:])
         peer = self._peer_of_sid.pop(sid, None)
         ending = False
         if peer is not None:

@@ -8,6 +8,8 @@ seconds, prints ``ready`` once every peer is welcomed, and runs until killed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 import sys
@@ -20,13 +22,23 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 #: The key the UDP server of the suite is given, and its clients sign with.
 UDP_KEY = b"conformance-suite-key"
+#: The Socket.IO server of the suite checks that a peer's token was made with this key.
+SOCKETIO_KEY = b"conformance-suite-identity-key"
 BEAT = b'{"type":"beat"}'
+
+
+def socketio_token(peer: str) -> str:
+    """The credential a Socket.IO peer presents for its id (``auth["token"]``)."""
+    return hmac.new(SOCKETIO_KEY, peer.encode(), hashlib.sha256).hexdigest()
 
 
 class Client:
     """One peer on one connection. Subclasses implement ``_open``, ``_receive``, ``_send``."""
 
     transport: ClassVar[str]
+    #: The credential key, for transports whose peers prove their id (``None``: none, or
+    #: a thief without it).
+    key: bytes | None = None
     #: Resend the opening beat after this long without a welcome (lossy transports).
     retry: ClassVar[float | None] = None
 
@@ -93,8 +105,12 @@ class Client:
         if self._beating is not None:
             self._beating.cancel()
 
-    async def send_raw(self, data: bytes) -> None:
+    async def send_raw(self, data: bytes | str) -> None:
         await self._send(data)
+
+    def bad_input(self, kind: str, data: bytes) -> bytes | str:
+        """This transport's equivalent of one of the suite's bad inputs (``BAD_INPUT``)."""
+        return data
 
     async def close(self) -> None:
         raise NotImplementedError
@@ -141,7 +157,7 @@ class Client:
     async def _receive(self) -> None:
         raise NotImplementedError
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes | str) -> None:
         raise NotImplementedError
 
 
@@ -166,11 +182,8 @@ class WebSocketClient(Client):
                 self.closed = ws.close_reason
             self.close_code = ws.close_code
 
-    async def _send(self, data: bytes) -> None:
-        try:
-            await self._ws.send(data.decode())
-        except UnicodeDecodeError:
-            await self._ws.send(data)  # garbage goes out as a binary message
+    async def _send(self, data: bytes | str) -> None:
+        await _send_ws(self._ws, data)
 
     async def close(self) -> None:
         await self._ws.close()
@@ -192,7 +205,9 @@ class TcpClient(Client):
         while True:
             self._got(await reader.receive_until(b"\n", 1 << 20))
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode()
         await self._stream.send(data if data.endswith(b"\n") or len(data) > 4096 else data + b"\n")
 
     async def close(self) -> None:
@@ -221,8 +236,18 @@ class UdpClient(Client):
 
         return datagram(self.peer, key=self.key)
 
-    async def _send(self, data: bytes) -> None:
-        await self._socket.send(data)
+    def bad_input(self, kind: str, data: bytes) -> bytes | str:
+        """UDP carries the peer id in every datagram: the spoof is a beat signed without the key."""
+        from heartbeat_monitor_udp import datagram
+
+        if kind == "spoofed-id":
+            return datagram("victim", key=b"not the key")
+        if kind in ("not-an-object", "type-not-a-string"):
+            return data + b"\x00" * 32
+        return data
+
+    async def _send(self, data: bytes | str) -> None:
+        await self._socket.send(data.encode() if isinstance(data, str) else data)
 
     async def close(self) -> None:
         from heartbeat_monitor_udp import datagram
@@ -241,6 +266,21 @@ class SocketIOClient(Client):
     are exercised by tests/socketio."""
 
     transport = "socketio"
+    key = SOCKETIO_KEY
+
+    #: The Socket.IO equivalents of the suite's bad inputs (see ``SocketIOHarness``).
+    BAD_INPUT: ClassVar[dict[str, bytes | str]] = {
+        "oversized": '42["heartbeat",{"pad":"' + "x" * 10_000 + '"}]',
+        "not-an-object": '42{"type":"beat"}',
+        "type-not-a-string": "42[5]",
+        "spoofed-id": '42["disconnect",{"peer":"victim"}]',
+    }
+
+    def bad_input(self, kind: str, data: bytes) -> bytes | str:
+        return self.BAD_INPUT.get(kind, data)  # garbage: a binary frame as it is
+
+    def _beat_message(self) -> bytes:
+        return b'42["heartbeat"]'
 
     async def _open(self) -> None:
         from websockets.asyncio.client import connect
@@ -249,7 +289,10 @@ class SocketIOClient(Client):
         self._ws = await connect(url, compression=None, ping_interval=None)
         opening = await self._ws.recv()
         assert str(opening).startswith("0{"), opening
-        await self._ws.send("40" + json.dumps({"peer": self.peer}))
+        auth: dict[str, str] = {"peer": self.peer}
+        if self.key is not None:
+            auth["token"] = socketio_token(self.peer)
+        await self._ws.send("40" + json.dumps(auth))
 
     async def _receive(self) -> None:
         async for text in self._ws:
@@ -266,8 +309,8 @@ class SocketIOClient(Client):
                 if event == "peer_gone":
                     self._got_message({"type": "gone", **args[0]})
 
-    async def _send(self, data: bytes) -> None:
-        await self._ws.send('42["heartbeat"]')
+    async def _send(self, data: bytes | str) -> None:
+        await _send_ws(self._ws, data)
 
     async def close(self) -> None:
         await self._ws.close()
@@ -275,6 +318,16 @@ class SocketIOClient(Client):
     async def abort(self) -> None:
         if hasattr(self, "_ws"):
             self._ws.transport.abort()
+
+
+async def _send_ws(ws: Any, data: bytes | str) -> None:
+    """Text as a text message; bytes too when they are UTF-8, a binary message otherwise."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode()
+        except UnicodeDecodeError:
+            pass  # garbage goes out as a binary message
+    await ws.send(data)
 
 
 CLIENTS: dict[str, type[Client]] = {

@@ -1,20 +1,22 @@
 """One fixture per transport: a real server on a free 127.0.0.1 port, and real clients.
 
 Adding a transport to the conformance suite = adding its name to ``TRANSPORTS``
-with a server factory, and a :class:`~tests.conformance._clients.Client`
-subclass. Every test in ``test_conformance.py`` then runs against it.
+with a server factory, its entry in ``REFUSAL``, and a
+:class:`~tests.conformance._clients.Client` subclass. Every test in
+``test_conformance.py`` then runs against it.
 """
 
 from __future__ import annotations
 
+import hmac
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -23,7 +25,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from heartbeat_monitor import HeartbeatMonitor, PeerGone, PeerHub, Transport
 
-from ._clients import CLIENTS, UDP_KEY, Client
+from ._clients import CLIENTS, UDP_KEY, Client, socketio_token
 
 #: Real time, kept small: the whole suite must run in well under a minute and a half.
 TIMEOUT = 0.4
@@ -57,6 +59,32 @@ TRANSPORTS: dict[str, Callable[[], Transport]] = {
     "udp": _udp,
 }
 
+#: What a transport does with the sender of bad input, by kind (the reason's prefix):
+#: ``"close"`` ends its episode with ``refused: <reason>`` (one gone, its connection
+#: closed); ``"drop"`` drops the message and leaves the sender as it was. Either way
+#: the refusal is logged (``heartbeat_monitor.<transport>.peer_refused``) and counted,
+#: and no other peer is touched.
+Refusal = Literal["close", "drop"]
+KINDS = ("malformed", "oversized", "wrong type", "spoofed", "flood")
+REFUSAL: dict[str, Mapping[str, Refusal]] = {
+    "websocket": dict.fromkeys(KINDS, "close"),
+    "tcp": dict.fromkeys(KINDS, "close"),
+    # A datagram cannot be trusted to name its sender (no reflection): bad ones are
+    # dropped; a flood of well-signed beats ends that peer's episode.
+    "udp": {**dict.fromkeys(KINDS, "drop"), "flood": "close"},
+    # A frame python-socketio cannot take closes that engine.io connection (as the
+    # JavaScript server does on a parse error); a forged "connect"/"disconnect" event
+    # and excess heartbeats are dropped: the rate limit already makes them harmless, and
+    # Socket.IO clients reconnect by default, so closing would only loop.
+    "socketio": {
+        "malformed": "close",
+        "oversized": "close",
+        "wrong type": "close",
+        "spoofed": "drop",
+        "flood": "drop",
+    },
+}
+
 
 @dataclass(frozen=True)
 class Gone:
@@ -82,6 +110,9 @@ class Harness:
         self.hub = hub
         self.host, self.port = address
         self.task_group: anyio.abc.TaskGroup = tg
+        self.refusal = REFUSAL[name]
+        #: How many beats the flood test sends as fast as it can.
+        self.flood_size = hub.max_rate + 50 if hub is not None else 0
         #: The server's heartbeat timeout.
         self.timeout = hub.monitor.tracker.timeout if hub is not None else TIMEOUT
         #: Every gone with the monotonic time it was reported.
@@ -117,9 +148,6 @@ class Harness:
     def refusals(self) -> int:
         assert self.hub is not None
         return sum(self.hub.refused.values())
-
-    def require_refusals(self) -> None:
-        """Skip where the adapter's bad-input contract is not the seam's (see SocketIOHarness)."""
 
     def gone_of(self, peer: str) -> list[Gone]:
         return [event for event, _ in self.gone if event.key == peer]
@@ -195,8 +223,31 @@ def peer_timeout() -> float:
     return TIMEOUT
 
 
+#: The Socket.IO server's heartbeats within one ``min_beat_gap`` beyond which it is a flood.
+SOCKETIO_FLOOD_LIMIT = 20
+
+
 class SocketIOHarness(Harness):
-    """The Socket.IO adapter is not built on the seam: its own view of peers."""
+    """The Socket.IO adapter is not built on the seam: its own view of peers.
+
+    Its peers connect in identity mode: ``auth = {"peer": id, "token": ...}``,
+    checked by ``identify`` (a connection that cannot prove its id is refused).
+    The seam's bad inputs have these Socket.IO equivalents
+    (``SocketIOClient.bad_input``), all sent on an open connection:
+
+    * garbage: a binary frame that is no Socket.IO packet (``malformed``);
+    * oversized: a 10 KB heartbeat event, over the adapter's ``max_message_size``
+      of 4096 (``oversized``);
+    * not an object: an event packet whose payload is not an array,
+      ``42{"type":"beat"}`` (``wrong type``; python-socketio would index it blindly);
+    * type not a string: an event whose name is a number, ``42[5]`` (``wrong type``);
+    * spoofed id: the client cannot name another peer (its sid is assigned, its
+      identity proven at connect), so the forgery left is a lifecycle event,
+      ``42["disconnect",{"peer":"victim"}]`` (``spoofed``; dropped).
+
+    Heartbeat payloads themselves are never refused (any type or size counts, by
+    design), so a flood is the only refusal of heartbeats.
+    """
 
     #: Measured: ~50 departures/s with 1,000 peers (each one a peer_gone to the room).
     departure_within = 60.0
@@ -204,6 +255,7 @@ class SocketIOHarness(Harness):
     def __init__(self, adapter: Any, address: tuple[str, int], tg: Any) -> None:
         super().__init__("socketio", None, address, tg)
         self.adapter = adapter
+        self.flood_size = 20 * SOCKETIO_FLOOD_LIMIT
         adapter.on_gone(self._on_socketio_gone)
 
     def _on_socketio_gone(self, peer: object, reason: str) -> None:
@@ -223,14 +275,7 @@ class SocketIOHarness(Harness):
         return None
 
     def refusals(self) -> int:
-        stats = self.adapter.stats
-        return int(stats.spoofed + stats.unknown_peer + stats.beats_limited)
-
-    def require_refusals(self) -> None:
-        pytest.skip(
-            "Socket.IO: engine.io parses the frames, and the adapter logs and drops bad events "
-            "rather than closing the connection; covered by tests/socketio/test_bad_input.py"
-        )
+        return sum(self.adapter.stats.refused.values())
 
 
 @asynccontextmanager
@@ -240,7 +285,13 @@ async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
     from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 
     def identify(sid: str, environ: object, auth: object) -> object:
-        return auth.get("peer") if isinstance(auth, dict) else None
+        peer = auth.get("peer") if isinstance(auth, dict) else None
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not (isinstance(peer, str) and isinstance(token, str)) or not hmac.compare_digest(
+            token, socketio_token(peer)
+        ):
+            raise socketio.exceptions.ConnectionRefusedError("bad credentials")
+        return peer
 
     if peer_timeout > TIMEOUT:
         # The crowd test: a Socket.IO handshake (HTTP upgrade, engine.io open, namespace
@@ -255,6 +306,8 @@ async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
         resolution=RESOLUTION,
         identify=identify,
         room="peers",
+        max_message_size=4096,
+        flood_limit=SOCKETIO_FLOOD_LIMIT,
     )
     server = SocketIOServer(adapter, host="127.0.0.1", port=0)
     async with server, anyio.create_task_group() as task_group:

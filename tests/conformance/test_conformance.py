@@ -12,7 +12,6 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from ._clients import UdpClient
 from .conftest import RESOLUTION, SLACK, TIMEOUT, Harness
 
 pytestmark = pytest.mark.anyio
@@ -120,23 +119,26 @@ BAD_INPUT = [
 async def test_bad_input_is_refused_and_disturbs_no_one(harness: Harness, kind, data, reason):
     victim = await harness.connect("victim")
     bystander = await harness.connect("bystander")
-    harness.require_refusals()
     victim_session = harness.episode("victim")
     assert victim_session is not None
     offender = await harness.connect("offender", beat_every=None)
-    if isinstance(offender, UdpClient):
-        data = _udp_variant(kind, data)
+    offender_session = harness.episode("offender")
     with capture_logs() as logs:
-        await offender.send_raw(data)
+        await offender.send_raw(offender.bad_input(kind, data))
         await harness.wait_for(lambda: harness.refusals() >= 1)
     refusals = [log for log in logs if log["event"].endswith("peer_refused")]
     assert refusals, logs
     assert refusals[0]["event"] == f"heartbeat_monitor.{harness.name}.peer_refused"
     assert refusals[0]["reason"].startswith(reason), refusals[0]
-    if harness.name != "udp":  # a stream is closed with the reason; UDP drops the datagram
+    if harness.refusal[reason] == "close":  # its episode ends with the reason
         (gone,) = await harness.wait_gone("offender")
         assert gone.reason == f"refused: {refusals[0]['reason']}"
         await offender.wait_for(lambda: offender.ended)
+    else:  # the message is dropped; the sender stays as it was
+        await harness.barrier()
+        assert harness.episode("offender") is offender_session
+        assert harness.gone_of("offender") == []
+        assert offender.closed is None
     # nobody else was touched: same episode, still tracked, never told to go
     # (that a spoof does not move the victim's last beat is tested on a ManualClock in
     # tests/transports/test_adapter.py and test_udp.py)
@@ -148,32 +150,31 @@ async def test_bad_input_is_refused_and_disturbs_no_one(harness: Harness, kind, 
     assert bystander.closed is None
 
 
-def _udp_variant(kind: str, data: bytes) -> bytes:
-    """UDP carries the peer id in every datagram: the spoof is a beat signed without the key."""
-    from heartbeat_monitor_udp import datagram
-
-    if kind == "spoofed-id":
-        return datagram("victim", key=b"not the key")
-    if kind in ("not-an-object", "type-not-a-string"):
-        return data + b"\x00" * 32
-    return data
-
-
 async def test_flood_is_refused(harness: Harness):
-    harness.require_refusals()
-    assert harness.hub is not None
     bystander = await harness.connect("bystander")
     flooder = await harness.connect("flooder", beat_every=None)
+    flooder_session = harness.episode("flooder")
     with capture_logs() as logs:
-        for _ in range(harness.hub.max_rate + 50):
+        for _ in range(harness.flood_size):
             try:
                 await flooder.beat()
             except Exception:
                 break
-        await harness.wait_gone("flooder")
-    (refusal,) = [log for log in logs if log["event"].endswith("peer_refused")]
+        await harness.wait_for(lambda: harness.refusals() >= 1)
+        if harness.refusal["flood"] == "close":
+            (gone,) = await harness.wait_gone("flooder")
+    (refusal,) = [log for log in logs if log["event"].endswith("peer_refused")]  # logged once
+    assert refusal["event"] == f"heartbeat_monitor.{harness.name}.peer_refused"
     assert refusal["reason"].startswith("flood")
+    if harness.refusal["flood"] == "close":
+        assert gone.reason == f"refused: {refusal['reason']}"
+    else:  # the excess beats are dropped; the flooder stays
+        await harness.barrier()
+        assert harness.episode("flooder") is flooder_session
+        assert harness.gone_of("flooder") == []
+        assert flooder.closed is None
     assert harness.tracked("bystander")
+    assert harness.gone_of("bystander") == []
     assert bystander.closed is None
 
 
@@ -196,12 +197,12 @@ async def test_reconnect_is_a_new_episode(harness: Harness):
 
 
 async def test_a_live_peer_id_cannot_be_taken_over(harness: Harness):
-    harness.require_refusals()
+    """Stream transports refuse a second connection for a live id outright; where peers
+    prove their id (UDP's HMAC, Socket.IO's ``identify``), the thief is whoever lacks the key."""
     owner = await harness.connect("owner")
     session = harness.episode("owner")
     thief = harness.client("owner")
-    if isinstance(thief, UdpClient):
-        thief.key = None  # whoever lacks the key
+    thief.key = None
     with capture_logs() as logs:
         await thief.start(harness.task_group, wait=False)
         await harness.wait_for(lambda: harness.refusals() >= 1)

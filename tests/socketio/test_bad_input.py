@@ -126,7 +126,12 @@ async def test_a_client_cannot_beat_for_or_expire_another(start_server: StartSer
     assert gone == [(victim.sid, Reason.HEARTBEAT_TIMEOUT)]
     assert live.adapter.peer_of(raw_sid) == raw_sid
     assert live.adapter.stats.spoofed >= 2
-    spoofed = [log for log in logs if log["event"] == "heartbeat_monitor.socketio.spoofed_event"]
+    spoofed = [
+        log
+        for log in logs
+        if log["event"] == "heartbeat_monitor.socketio.peer_refused"
+        and log["reason"].startswith("spoofed: a client event named")
+    ]
     assert spoofed
     assert spoofed[0]["peer"] == raw_sid
     assert await bystander.peer_gone.wait(1) == [
