@@ -266,10 +266,9 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
     members: list[Member] = []
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(name: str, **cluster_options: Any) -> Member:
-            sio = socketio.AsyncServer(
-                async_mode="asgi", client_manager=ClusterRedisManager(redis_server.url)
-            )
+        async def start(name: str, *, url: str | None = None, **cluster_options: Any) -> Member:
+            url = url or redis_server.url
+            sio = socketio.AsyncServer(async_mode="asgi", client_manager=ClusterRedisManager(url))
             gone = Changes()
             adapter = SocketIOAdapter(
                 sio,
@@ -281,7 +280,7 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
             )
             cluster_options.setdefault("node_timeout", NODE_TIMEOUT)
             cluster_options.setdefault("sync_interval", SYNC_INTERVAL)
-            cluster = RedisCluster(adapter, redis_server.url, node_id=name, **cluster_options)
+            cluster = RedisCluster(adapter, url, node_id=name, **cluster_options)
             await stack.enter_async_context(cluster)
             server = SocketIOServer(adapter)
             await stack.enter_async_context(server)
@@ -296,3 +295,66 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
                 for member in members:
                     for client in member.clients:
                         await client.close()
+
+
+class Cut:
+    """A TCP proxy to Redis for one node: ``cut()`` drops and refuses its connections."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.open = True
+        self._streams: list[anyio.abc.SocketStream] = []
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        async with listener:
+            task_status.started()
+            await listener.serve(self._handle)
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        if not self.open:
+            await client.aclose()
+            return
+        try:
+            upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)
+        except OSError:
+            await client.aclose()
+            return
+        self._streams += [client, upstream]
+
+        async def pipe(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
+            try:
+                async for chunk in source:
+                    await sink.send(chunk)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sink.aclose()
+
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(pipe, client, upstream)
+                task_group.start_soon(pipe, upstream, client)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+                await upstream.aclose()
+
+    async def cut(self) -> None:
+        self.open = False
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            await stream.aclose()
+
+
+@pytest.fixture
+async def cut_link(redis_server: RedisServer) -> AsyncIterator[Cut]:
+    """A :class:`Cut` proxy to ``redis_server`` (request it before ``start_member``)."""
+    link = Cut(redis_server.port)
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(link.serve)
+        yield link
+        task_group.cancel_scope.cancel()

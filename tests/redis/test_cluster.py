@@ -12,7 +12,15 @@ import pytest
 from heartbeat_monitor_socketio import Reason, RedisCluster
 from tests.socketio.conftest import Client
 
-from .conftest import INTERVAL, MISSES, NODE_TIMEOUT, SYNC_INTERVAL, RedisServer, StartMember
+from .conftest import (
+    INTERVAL,
+    MISSES,
+    NODE_TIMEOUT,
+    SYNC_INTERVAL,
+    Cut,
+    RedisServer,
+    StartMember,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +310,28 @@ async def test_clean_shutdown_of_a_node_tells_the_other_nodes(start_member: Star
         [{"peer": client.sid, "reason": Reason.SERVER_SHUTDOWN} for client in leaving], key=str
     )
     await assert_no_more([watcher], 2)
+
+
+async def test_node_cut_off_from_redis_is_declared_dead_then_rejoins(
+    cut_link: Cut, start_member: StartMember
+) -> None:
+    n1 = await start_member("n1", url=cut_link.url)
+    n2 = await start_member("n2")
+    watcher = await n2.client()
+    on_1 = await n1.client()
+    everyone = {watcher.sid: {"n2"}, on_1.sid: {"n1"}}
+    await until(lambda: _present(n2.cluster, everyone))
+    await cut_link.cut()  # n1 cannot reach Redis; n2 can: n1 looks dead
+    events = await watcher.peer_gone.wait(1, within=NODE_BOUND)
+    assert events == [{"peer": on_1.sid, "reason": Reason.NODE_GONE}]
+    assert n2.gone.items == [(on_1.sid, Reason.NODE_GONE)]
+    assert n1.gone.items == []
+    assert on_1.sio.connected  # n1 still serves its client
+    cut_link.open = True  # n1 finds it was declared dead and writes its presence again
+    await until(lambda: _present(n2.cluster, everyone), within=SLACK * 3)
+
+    async def both_see_both() -> bool:
+        return n1.cluster.nodes() == n2.cluster.nodes() == ["n1", "n2"]
+
+    await until(both_see_both)
+    await assert_no_more([watcher], 1, within=NODE_TIMEOUT)
