@@ -4,7 +4,9 @@
 to an existing ``socketio.AsyncServer`` (clients emit ``heartbeat``; silent ones
 are disconnected; whichever way a peer leaves, cleanup runs once and the others
 get one ``peer_gone``). :class:`HeartbeatClient` beats from a python-socketio
-``AsyncClient``; :class:`SocketIOServer` serves it all under uvicorn.
+``AsyncClient``; :class:`SocketIOServer` serves it all under uvicorn;
+:class:`SocketIOTransport` is the same in the seam's ``Transport`` shape (the
+``socketio`` entry point of ``heartbeat_monitor.adapters``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ._adapter import GoneCallback, Identify, Reason, SocketIOAdapter, SocketIOS
 from ._client import HeartbeatClient
 from ._engineio import check_engineio
 from ._server import SocketIOServer
+from ._transport import SocketIOTransport
 
 if TYPE_CHECKING:
     from ._cluster import ClusterStats, RedisCluster
@@ -31,6 +34,7 @@ __all__ = (
     "SocketIOAdapter",
     "SocketIOServer",
     "SocketIOStats",
+    "SocketIOTransport",
     "check_engineio",
 )
 

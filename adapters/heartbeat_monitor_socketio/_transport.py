@@ -155,9 +155,21 @@ class SocketIOTransport:
             sio, hub.monitor, interval=interval, misses=self.misses, **options
         )
         self.adapter = adapter
+        server = SocketIOServer(adapter, host=self.host, port=self.port)
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            # Shielded: cancelling serve() stops uvicorn (below), which then shuts down in
+            # full: every peer ends with "server shutdown" and the sockets are closed.
+            with anyio.CancelScope(shield=True):
+                await server.serve(task_status=task_status)
+
         try:
-            async with SocketIOServer(adapter, host=self.host, port=self.port) as server:
+            async with anyio.create_task_group() as task_group:
+                await task_group.start(run)
                 task_status.started((server.host, server.port))
-                await anyio.sleep_forever()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    server.stop()  # bounded by uvicorn's graceful shutdown timeout
         finally:
             self.adapter = None
