@@ -66,7 +66,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
@@ -80,18 +80,15 @@ from redis import asyncio as aioredis
 from ._adapter import Reason, SocketIOAdapter, _Peer
 from ._cluster_keys import (
     CHUNK,
-    END,
-    LEASE,
     LEAVE,
-    MARKER_TTL,
     ClusterStats,
     Keys,
     RemoteKey,
     decode,
     encode,
-    frozen,
     text,
 )
+from ._cluster_takeover import Takeover
 from ._redis_manager import ClusterRedisManager
 
 if TYPE_CHECKING:
@@ -121,13 +118,10 @@ class RedisCluster:
 
     __slots__ = (
         "__weakref__",
-        "_end_script",
         "_ending",
         "_healthy",
         "_joined",
         "_keys",
-        "_lease_ms",
-        "_lease_script",
         "_leave_script",
         "_left",
         "_listeners_expected",
@@ -137,6 +131,7 @@ class RedisCluster:
         "_redis",
         "_resync",
         "_seen",
+        "_takeover",
         "_task_group",
         "adapter",
         "node_id",
@@ -181,15 +176,12 @@ class RedisCluster:
         self.node_timeout = float(node_timeout)
         self.sync_interval = float(sync_interval)
         self.op_timeout = float(op_timeout)
-        self._lease_ms = max(1, round(lease * 1000))
         self.prefix = f"heartbeat_monitor:{adapter.namespace}:" if prefix is None else prefix
         self._keys = Keys(self.prefix)
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             redis_url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout
         )
         self._leave_script: AsyncScript = self._redis.register_script(LEAVE)
-        self._end_script: AsyncScript = self._redis.register_script(END)
-        self._lease_script: AsyncScript = self._redis.register_script(LEASE)
         manager = adapter.sio.manager
         self._manager = manager if isinstance(manager, ClusterRedisManager) else None
         if isinstance(manager, ClusterRedisManager):
@@ -214,6 +206,15 @@ class RedisCluster:
         self._listeners_expected = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self.stats = ClusterStats()
+        self._takeover = Takeover(
+            self._redis,
+            self._keys,
+            adapter,
+            self.stats,
+            node_id=self.node_id,
+            lease_ms=max(1, round(lease * 1000)),
+            op_timeout=self.op_timeout,
+        )
         adapter._cluster = self
         if presence_event is not None:
             adapter.sio.on(presence_event, self._answer_presence, namespace=adapter.namespace)
@@ -263,7 +264,7 @@ class RedisCluster:
         await self._monitor.__aenter__()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        await self._end_previous()
+        await self._takeover.end_previous()
         await self._sync()
         self._task_group.start_soon(self._sync_loop)
         _logger.info(
@@ -547,7 +548,13 @@ class RedisCluster:
             return
         self._ending.add(node)
         try:
-            ended = await self._end_node(node, event)
+            ended, moved = await self._takeover.end(
+                node, self._seen.get(node), event.expired_at - event.last_beat
+            )
+            if ended:
+                self._seen.pop(node, None)
+            elif moved is not None:
+                self._seen[node] = moved
         except Exception as exc:
             ended = False
             _logger.error(
@@ -560,133 +567,6 @@ class RedisCluster:
             self._ending.discard(node)
         if not ended and node in self._seen:
             self._monitor.track(node)  # someone else holds the lease, or Redis failed: re-check
-
-    async def _end_node(self, node: str, event: Expired) -> bool:
-        """Try to end a silent node: ``True`` once it is ended (here or by another node)."""
-        keys = self._keys
-        with anyio.fail_after(self.op_timeout):
-            won = await self._redis.set(keys.lease(node), self.node_id, nx=True, px=self._lease_ms)
-            counter = await self._redis.hget(keys.nodes, node)
-        self.stats.commands += 2
-        if not won:
-            _logger.info(
-                "heartbeat_monitor.cluster.lease_held_elsewhere", node=self.node_id, other=node
-            )
-            return False
-        if counter is None:  # another node ended it (we won the lease after theirs ran out)
-            await self._lease(keys.lease(node), release=True)
-            self._seen.pop(node, None)
-            return True
-        if int(counter) != self._seen.get(node):
-            await self._lease(keys.lease(node), release=True)
-            self._seen[node] = int(counter)
-            _logger.warning(
-                "heartbeat_monitor.cluster.node_alive_after_all", node=self.node_id, other=node
-            )
-            return False
-        _logger.warning(
-            "heartbeat_monitor.cluster.node_expired",
-            node=self.node_id,
-            other=node,
-            silent_for=round(event.expired_at - event.last_beat, 6),
-            node_timeout=self.node_timeout,
-        )
-        announced = await self._end_peers(node)
-        if announced is None:
-            return False
-        async with self._pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.nodes, node)
-            pipe.delete(keys.presence(node))
-            pipe.set(keys.dead(node), self.node_id, ex=MARKER_TTL)
-            await self._execute(pipe, 3)
-        # Released, not left to run out: a node restarted under this id may die again soon.
-        await self._lease(keys.lease(node), release=True)
-        self._seen.pop(node, None)
-        self.stats.nodes_ended += 1
-        _logger.warning(
-            "heartbeat_monitor.cluster.node_ended",
-            node=self.node_id,
-            other=node,
-            peers_announced=announced,
-        )
-        return True
-
-    async def _end_peers(self, node: str) -> int | None:
-        """Announce ``node``'s peers (holding its lease); ``None`` if the lease was lost."""
-        keys = self._keys
-        presence = keys.presence(node)
-        announced = 0
-        cursor = 0
-        while True:
-            with anyio.fail_after(self.op_timeout):
-                cursor, reply = await self._redis.hscan(presence, cursor, count=CHUNK)
-            batch: dict[Any, Any] = dict(reply)  # type: ignore[arg-type]  # a dict without no_values
-            self.stats.commands += 1
-            ending: list[bytes] = []
-            if batch:
-                with anyio.fail_after(self.op_timeout):
-                    ending = await self._end_script(
-                        keys=[keys.nodes, presence, keys.announced(node)],
-                        args=[keys.presence_prefix, node, MARKER_TTL, *batch],
-                    )
-                self.stats.commands += 1
-            for field in ending:
-                await self._announce(node, field, batch.get(field, b"[]"))
-                announced += 1
-            if not await self._lease(keys.lease(node)):
-                _logger.error("heartbeat_monitor.cluster.lease_lost", node=self.node_id, other=node)
-                return None
-            if cursor == 0:
-                return announced
-
-    async def _end_previous(self) -> None:
-        """Restarted under the same id: the previous incarnation's peers are gone, announce them."""
-        keys = self._keys
-        try:
-            with anyio.fail_after(self.op_timeout):
-                if not await self._redis.exists(keys.presence(self.node_id)):
-                    return
-                won = await self._redis.set(
-                    keys.lease(self.node_id), self.node_id, nx=True, px=self._lease_ms
-                )
-            if won:
-                announced = await self._end_peers(self.node_id)
-                _logger.warning(
-                    "heartbeat_monitor.cluster.previous_incarnation_ended",
-                    node=self.node_id,
-                    peers_announced=announced,
-                )
-        except Exception as exc:
-            _logger.error(
-                "heartbeat_monitor.cluster.previous_incarnation_failed",
-                node=self.node_id,
-                error=repr(exc),
-            )
-
-    async def _lease(self, key: str, *, release: bool = False) -> bool:
-        with anyio.fail_after(self.op_timeout):
-            held = await self._lease_script(
-                keys=[key], args=[self.node_id, 0 if release else self._lease_ms]
-            )
-        self.stats.commands += 1
-        return bool(held)
-
-    async def _announce(self, node: str, field: bytes | str, rooms: bytes | str) -> None:
-        try:
-            peer_id = decode(field)
-            room_list: Iterable[Hashable] = [frozen(room) for room in json.loads(rooms)]
-        except (TypeError, ValueError):
-            _logger.error(
-                "heartbeat_monitor.cluster.bad_presence_entry", other=node, field=repr(field)[:80]
-            )
-            return
-        peer = _Peer(peer_id, RemoteKey(node, peer_id))
-        peer.rooms.update(room_list)
-        peer.gone = Reason.NODE_GONE
-        self.stats.peers_announced += 1
-        gone = self.adapter.stats.gone
-        gone[Reason.NODE_GONE] = gone.get(Reason.NODE_GONE, 0) + 1
-        await self.adapter._finish(peer, Reason.NODE_GONE)
 
     # -- presence over Socket.IO -----------------------------------------------------------
 
