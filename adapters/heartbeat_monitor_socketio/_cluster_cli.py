@@ -61,7 +61,10 @@ def manager_for(args: argparse.Namespace) -> Any:
         return None
     from ._redis_manager import ClusterRedisManager
 
-    return ClusterRedisManager(url, channel=args.redis_channel)
+    try:
+        return ClusterRedisManager(url, channel=args.redis_channel)
+    except ValueError as exc:
+        raise SystemExit(f"heartbeat-monitor serve: --redis-url {url!r}: {exc}") from None
 
 
 def cluster_for(
@@ -73,11 +76,14 @@ def cluster_for(
         return contextlib.nullcontext()
     from ._cluster import RedisCluster
 
-    return RedisCluster(
-        adapter,
-        url,
-        node_id=args.node_id,
-        node_timeout=args.node_timeout,
-        sync_interval=args.sync_interval,
-        presence_event=args.presence_event or None,
-    )
+    try:
+        return RedisCluster(
+            adapter,
+            url,
+            node_id=args.node_id,
+            node_timeout=args.node_timeout,
+            sync_interval=args.sync_interval,
+            presence_event=args.presence_event or None,
+        )
+    except ValueError as exc:  # ConfigurationError included
+        raise SystemExit(f"heartbeat-monitor serve: {exc}") from None

@@ -147,3 +147,23 @@ async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: R
     for client in all_clients:
         events = await client.peer_gone.wait(2, within=INTERVAL * MISSES + 2 * SLACK)
         assert events == [lost, gone]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--redis-url", "http://127.0.0.1/"], "--redis-url 'http://127.0.0.1/'"),
+        (
+            ["--redis-url", "redis://127.0.0.1:1/0", "--node-timeout", "1", "--sync-interval", "5"],
+            "sync_interval must be > 0 and at most node_timeout / 3",
+        ),
+    ],
+)
+async def test_bad_cluster_options_are_refused_clearly(options: list[str], message: str) -> None:
+    import sys
+
+    command = [sys.executable, "-m", "heartbeat_monitor._cli", "serve", "--port", "0", *options]
+    result = await anyio.run_process(command, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
