@@ -582,11 +582,11 @@ class SocketIOAdapter:
             eio_sid = manager.eio_sid_from_sid(sid, namespace)
         peer = None if sid is None else self._peer_of_sid.get(sid)
         self._refused(reason, peer=None if peer is None else peer.id, sid=sid)
-        if peer is not None and sid is not None:
-            self._refusals.setdefault(sid, f"refused: {reason}")
         eio = self._sio.eio
         socket = None if eio_sid is None else eio.sockets.get(eio_sid)
         if socket is not None and not (socket.closed or socket.closing):
+            if peer is not None and sid is not None:
+                self._refusals[sid] = f"refused: {reason}"  # _on_disconnect takes it
             try:
                 # As engine.io's own disconnect, without waiting for a polling client to
                 # collect the close packet; then end engine.io's writer (as its reader does
@@ -597,6 +597,8 @@ class SocketIOAdapter:
             except Exception:
                 _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
             eio.sockets.pop(eio_sid, None)
+            if sid is not None:
+                self._refusals.pop(sid, None)  # taken already, unless the close failed
         return self._not_handled
 
     async def _on_connect(self, args: tuple[Any, ...]) -> Any:
