@@ -39,9 +39,8 @@ def available() -> bool:
 
 
 async def _serve(mode: str) -> None:
-    import uvicorn
-
     import socketio
+    import uvicorn
 
     sio = socketio.AsyncServer(async_mode="asgi")
     app = socketio.ASGIApp(sio)
@@ -73,6 +72,7 @@ async def _serve(mode: str) -> None:
 
 async def _clients(url: str, count: int, interval: float, warmup: float, window: float) -> None:
     import socketio
+
     from heartbeat_monitor_socketio import HeartbeatClient
 
     clients = [socketio.AsyncClient(reconnection=False) for _ in range(count)]

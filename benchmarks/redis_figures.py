@@ -103,6 +103,7 @@ async def _commands(url: str) -> int:
 
 async def _throughput(url: str | None, peers: int, seconds: float, sync: float) -> dict[str, Any]:
     import socketio
+
     from heartbeat_monitor_socketio import ClusterRedisManager, RedisCluster, SocketIOAdapter
 
     manager = None if url is None else ClusterRedisManager(url)
@@ -181,6 +182,7 @@ async def _figures_1_2(url: str, peers: int, seconds: float, repeat: int, sync: 
 
 async def _detection(url: str, node_timeout: float) -> dict[str, float]:
     import socketio
+
     from heartbeat_monitor_socketio import (
         ClusterRedisManager,
         RedisCluster,

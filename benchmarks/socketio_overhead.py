@@ -33,9 +33,9 @@ _MODES = ("plain", "adapter", "adapter+handler")
 
 
 async def _server(mode: str, clients: int) -> tuple[Any, list[str], Any]:
+    import socketio
     import structlog
 
-    import socketio
     from heartbeat_monitor_socketio import SocketIOAdapter
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -109,9 +109,9 @@ async def _e2e(clients: int, windows: int, window: float) -> dict[str, list[floa
     import statistics
     import sys
 
+    import socketio
     import structlog
 
-    import socketio
     from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))

@@ -12,7 +12,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def require_tool(name: str, found: bool) -> None:
-    """Skip when an external tool is missing, unless CI demands everything (scripts/test sets it)."""
+    """Skip when an external tool is missing, unless CI demands all (scripts/test sets it)."""
     if found:
         return
     message = f"{name} is not installed (scripts/test installs it)"

@@ -8,9 +8,9 @@ import random
 from types import TracebackType
 from typing import Any, Self, final
 
+import socketio
 import structlog
 
-import socketio
 from heartbeat_monitor import ConfigurationError
 
 __all__ = ("HeartbeatClient",)

@@ -73,9 +73,9 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import anyio
 import anyio.abc
 import structlog
+from redis import asyncio as aioredis
 
 from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor
-from redis import asyncio as aioredis
 
 from ._adapter import Reason, SocketIOAdapter, _Peer
 from ._cluster_keys import (

@@ -32,9 +32,8 @@ from ._cluster_keys import (
 )
 
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
-
     from redis import asyncio as aioredis
+    from redis.commands.core import AsyncScript
 
 __all__ = ("Takeover",)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+import socketio
 import structlog
 
-import socketio
 from heartbeat_monitor import ConfigurationError
 
 __all__ = ("check_engineio",)

@@ -32,9 +32,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, final
 
 import anyio
-import structlog
-
 import socketio
+import structlog
 from redis import asyncio as aioredis
 
 __all__ = ("ClusterRedisManager",)

@@ -19,9 +19,8 @@ from typing import Any, Self, final
 
 import anyio
 import anyio.abc
-import uvicorn
-
 import socketio
+import uvicorn
 
 from ._adapter import SocketIOAdapter
 

@@ -282,6 +282,7 @@ class SocketIOHarness(Harness):
 async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
     """The Socket.IO transport: python-socketio + SocketIOAdapter under uvicorn."""
     import socketio
+
     from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 
     def identify(sid: str, environ: object, auth: object) -> object:

@@ -24,16 +24,16 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
-
 import socketio
+from anyio.streams.buffered import BufferedByteReceiveStream
+from redis import asyncio as aioredis
+
 from heartbeat_monitor_socketio import (
     ClusterRedisManager,
     RedisCluster,
     SocketIOAdapter,
     SocketIOServer,
 )
-from redis import asyncio as aioredis
 from tests.conftest import require_tool
 from tests.socketio.conftest import Changes, Client
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 import socketio
+
 from heartbeat_monitor_socketio import HeartbeatClient, SocketIOAdapter, SocketIOServer
 
 #: The bound added to ``interval * misses + resolution`` for detection on loopback.

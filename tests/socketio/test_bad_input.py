@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import socketio
 from structlog.testing import capture_logs
 
-import socketio
 from heartbeat_monitor_socketio import Reason
 
 from .conftest import SLACK, RawClient, StartServer

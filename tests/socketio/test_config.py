@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 import pytest
-
 import socketio
+
 from heartbeat_monitor import ConfigurationError, HeartbeatMonitor
 from heartbeat_monitor_socketio import HeartbeatClient, SocketIOAdapter, check_engineio
 

@@ -6,8 +6,8 @@ import time
 
 import anyio
 import pytest
-
 import socketio
+
 from heartbeat_monitor_socketio import Reason
 
 from .conftest import SLACK, Client, RawClient, StartServer

@@ -6,9 +6,9 @@ from typing import Any
 
 import anyio
 import pytest
+import socketio
 from structlog.testing import capture_logs
 
-import socketio
 from heartbeat_monitor import ManualClock
 from heartbeat_monitor_socketio import Reason
 
