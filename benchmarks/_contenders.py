@@ -274,7 +274,7 @@ class HeapDeadlines:
 
 
 class TrackerContender:
-    """Our sans-I/O ``LivenessTracker``, polled the way the driver polls it (bounded batches)."""
+    """Our sans-I/O ``LivenessTracker``, polled in bounded batches (the driver's first batch)."""
 
     def __init__(
         self,
@@ -282,7 +282,7 @@ class TrackerContender:
         *,
         resolution: float,
         clock: ManualClock | None,
-        batch_size: int = 5_000,
+        batch_size: int = 1_000,
         name: str = "LivenessTracker",
     ) -> None:
         self.name = name
@@ -327,7 +327,7 @@ class MonitorContender:
         *,
         resolution: float,
         clock: ManualClock,
-        batch_size: int = 5_000,
+        batch_size: int | None = None,
         name: str = "HeartbeatMonitor",
     ) -> None:
         self.name = name
