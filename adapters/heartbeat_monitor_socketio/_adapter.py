@@ -23,6 +23,13 @@ and exceptions. The tests pin this against the installed python-socketio.
 * expiry: the monitor's callback marks the peer gone, then disconnects its
   sockets with ``sio.disconnect``; the user's ``disconnect`` handler then sees
   the reason ``"heartbeat timeout"`` instead of ``"server disconnect"``.
+* bad input (``_transport.py``): engine.io's ``message`` handler and
+  ``handle_request`` are wrapped on the same instance. A frame python-socketio
+  or python-engineio cannot take, or an event that is no array with a string
+  name, closes its engine.io connection: the peer is gone with ``"refused:
+  <reason>"`` (its last connection). Forged ``connect``/``disconnect`` events
+  and floods of heartbeats are dropped. Each is logged (paced) as
+  ``heartbeat_monitor.socketio.peer_refused`` and counted in ``stats.refused``.
 
 Exactly once: a peer is marked gone synchronously (no ``await`` in between) by
 whichever path sees it first; every other path finds the mark and stops. Then
@@ -40,14 +47,14 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, final
 
 import anyio
+import socketio
 import structlog
 
-import socketio
 from heartbeat_monitor import Clock as _Clock
 from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
 
 from ._engineio import check_engineio
-from ._transport import RefusalLog, diagnose, json_type
+from ._transport import RefusalLog, diagnose, json_type, opening, request_sid
 
 __all__ = (
     "GoneCallback",
@@ -199,7 +206,9 @@ class SocketIOAdapter:
         "_callback_timeout",
         "_closing",
         "_cluster",
+        "_eio_connect",
         "_eio_message",
+        "_eio_request",
         "_event",
         "_flood_limit",
         "_gone_callbacks",
@@ -346,6 +355,12 @@ class SocketIOAdapter:
             "message"
         ]
         sio.eio.on("message", self._on_eio_message)
+        # A frame that is not even an engine.io packet makes python-engineio's websocket
+        # handler raise out of the request, leaving its socket open: caught around it.
+        self._eio_connect: Callable[..., Awaitable[Any]] = sio.eio.handlers["connect"]
+        sio.eio.on("connect", self._on_eio_connect)
+        self._eio_request: Callable[..., Awaitable[Any]] = sio.eio.handle_request
+        sio.eio.handle_request = self._on_eio_request
 
     # -- public ----------------------------------------------------------------------------
 
@@ -565,6 +580,24 @@ class SocketIOAdapter:
             if reason is None:
                 raise  # not the client's input: engine.io logs it, as before
             await self._refuse(reason, eio_sid=eio_sid)
+
+    async def _on_eio_connect(self, eio_sid: str, environ: Any) -> Any:
+        """engine.io's ``connect`` handler, around python-socketio's: note the request's sid."""
+        opening.set(eio_sid)  # the request's own context: read by _on_eio_request
+        return await self._eio_connect(eio_sid, environ)
+
+    async def _on_eio_request(self, *args: Any, **kwargs: Any) -> Any:
+        """engine.io's ``handle_request``: refuse a websocket whose frame engine.io choked on."""
+        try:
+            return await self._eio_request(*args, **kwargs)
+        except ValueError as exc:  # python-engineio's packet decoding (int(), base64, empty)
+            eio_sid = request_sid(args)
+            socket = None if eio_sid is None else self._sio.eio.sockets.get(eio_sid)
+            if socket is None or socket.closed or socket.closing:
+                raise
+            reason = f"malformed: not an engine.io packet ({exc})"
+            await self._refuse(reason[:200], eio_sid=eio_sid)
+            return None  # refused and logged: no traceback per bad client
 
     async def _refuse(
         self, reason: str, *, sid: str | None = None, eio_sid: str | None = None

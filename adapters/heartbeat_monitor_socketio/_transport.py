@@ -13,6 +13,14 @@ refused (logged, counted, disconnected) instead of a traceback. The frames
 that decode are never decoded twice: the hot path only adds the wrapper's call
 and, with ``max_message_size``, a length check.
 
+One layer down, a websocket frame that is not even an engine.io packet makes
+python-engineio's websocket handler raise out of ``handle_request``, leaving
+its socket open until a ping timeout. The adapter wraps ``handle_request`` as
+well and refuses that socket: :func:`request_sid` finds it from the request's
+``sid`` query or, for a connection opened by that very request, from
+:data:`opening` (set by the adapter's engine.io ``connect`` hook in the
+request's own context).
+
 :class:`RefusalLog` keeps refusals from flooding the log: at most
 ``per_second`` lines a second, the next line saying how many were left out.
 """
@@ -20,16 +28,18 @@ and, with ``max_message_size``, a length check.
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any, ClassVar, Final, final
+from urllib.parse import parse_qs
 
 import anyio
 import anyio.abc
+import socketio
 import structlog
 
-import socketio
 from heartbeat_monitor import PeerHub
 
-__all__ = ("RefusalLog", "SocketIOTransport", "diagnose", "json_type")
+__all__ = ("RefusalLog", "SocketIOTransport", "diagnose", "json_type", "opening", "request_sid")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -63,6 +73,23 @@ def diagnose(sio: socketio.AsyncServer, data: str | bytes) -> str | None:
     if kind == 4:  # CONNECT_ERROR goes from server to client only
         return "malformed: a client sent CONNECT_ERROR"
     return None
+
+
+#: The engine.io sid a request opened (set in the request's own context by the adapter's
+#: engine.io ``connect`` hook, read if the request then fails).
+opening: ContextVar[str | None] = ContextVar("heartbeat_monitor_socketio_opening", default=None)
+
+
+def request_sid(args: tuple[Any, ...]) -> str | None:
+    """The engine.io sid of a failed ASGI request: its ``sid`` query, else the one it opened."""
+    scope = args[0] if args else None
+    if isinstance(scope, dict):
+        query = scope.get("query_string", b"")
+        if isinstance(query, bytes) and b"sid=" in query:
+            sids = parse_qs(query.decode("latin-1")).get("sid")
+            if sids:
+                return sids[0]
+    return opening.get()
 
 
 def json_type(value: object) -> str:

@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 import pytest
+import socketio
 from structlog.testing import capture_logs
 
-import socketio
 from heartbeat_monitor import ConfigurationError
 from heartbeat_monitor_socketio import SocketIOAdapter
 from heartbeat_monitor_socketio._transport import RefusalLog
@@ -64,6 +64,9 @@ CLOSING = [
     pytest.param("42not json", "malformed: not a Socket.IO packet", id="not-json"),
     pytest.param('42["heartbeat"', "malformed: not a Socket.IO packet", id="truncated"),
     pytest.param("49", "malformed: unknown packet type 9", id="unknown-type"),
+    # Not even engine.io packets: python-engineio's websocket handler raises on these.
+    pytest.param("zzz", "malformed: not an engine.io packet", id="engineio-garbage"),
+    pytest.param("b!!not base64", "malformed: not an engine.io packet", id="engineio-base64"),
     pytest.param("44", "malformed: a client sent CONNECT_ERROR", id="connect-error"),
     pytest.param('42{"type":1}', "wrong type: an event must be an array, got object", id="obj"),
     pytest.param("425", "wrong type: an event must be an array, got null", id="ack-id-only"),
@@ -106,6 +109,7 @@ async def test_a_bad_frame_closes_its_connection_with_the_reason(
     assert bystander.sio.connected
     assert live.adapter.peer_of(bystander.sid) == bystander.sid
     assert len(live.adapter) == 1
+    assert live.sio.eio.sockets.keys() == {bystander.sio.eio.sid}
 
 
 async def test_garbage_before_any_namespace_closes_the_connection(
@@ -283,3 +287,15 @@ async def test_polling_client_sending_garbage_is_refused(start_server: StartServ
     assert refusal["reason"].startswith("malformed")
     assert eio_sid not in live.sio.eio.sockets
     assert closing[0] == 400 or closing[1].startswith("1"), closing  # closed, or told so
+
+
+def test_request_sid_comes_from_the_query_or_the_opened_socket() -> None:
+    from heartbeat_monitor_socketio._transport import opening, request_sid
+
+    assert request_sid(({"query_string": b"EIO=4&transport=websocket&sid=abc"},)) == "abc"
+    assert request_sid(({"query_string": b"EIO=4&transport=websocket"},)) is None
+    token = opening.set("opened")
+    try:
+        assert request_sid(({"query_string": b"EIO=4"},)) == "opened"
+    finally:
+        opening.reset(token)
