@@ -280,10 +280,11 @@ class SocketIOHarness(Harness):
 
 @asynccontextmanager
 async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
-    """The Socket.IO transport: python-socketio + SocketIOAdapter under uvicorn."""
+    """The Socket.IO transport, by its entry-point class: python-socketio + SocketIOAdapter
+    under uvicorn, on the monitor of a hub (its peers are the adapter's, not hub sessions)."""
     import socketio
 
-    from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
+    from heartbeat_monitor_socketio import SocketIOTransport
 
     def identify(sid: str, environ: object, auth: object) -> object:
         peer = auth.get("peer") if isinstance(auth, dict) else None
@@ -299,26 +300,28 @@ async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
         # connect, room join) costs several times a plain websocket's, and 1,000 of them
         # on two shared cores hold up beats for longer than 1.5 s.
         peer_timeout *= 2
-    sio = socketio.AsyncServer(async_mode="asgi")
-    adapter = SocketIOAdapter(
-        sio,
-        interval=peer_timeout / 2,
+    transport = SocketIOTransport(
+        "127.0.0.1",
+        0,
         misses=2,
-        resolution=RESOLUTION,
         identify=identify,
         room="peers",
         max_message_size=4096,
         flood_limit=SOCKETIO_FLOOD_LIMIT,
     )
-    server = SocketIOServer(adapter, host="127.0.0.1", port=0)
-    async with server, anyio.create_task_group() as task_group:
-        harness = SocketIOHarness(adapter, (server.host, server.port), task_group)
+    async with (
+        HeartbeatMonitor(peer_timeout, resolution=RESOLUTION) as monitor,
+        anyio.create_task_group() as task_group,
+    ):
+        address = await task_group.start(transport.serve, PeerHub(monitor))
+        harness = SocketIOHarness(transport.adapter, address, task_group)
         harness.timeout = peer_timeout
         yield harness
-        task_group.cancel_scope.cancel()
+        # Clients first: the server's shutdown then has no connection to wait for.
         with anyio.CancelScope(shield=True):
             for client in harness.clients:
                 await client.abort()
+        task_group.cancel_scope.cancel()
 
 
 @pytest.fixture(params=[*sorted(TRANSPORTS), "socketio"])
