@@ -274,7 +274,7 @@ class HeapDeadlines:
 
 
 class TrackerContender:
-    """Our sans-I/O ``LivenessTracker``, polled in bounded batches (the driver's first batch)."""
+    """Our sans-I/O ``LivenessTracker``, polled as the driver polls it: 2 ms of work at a time."""
 
     def __init__(
         self,
@@ -282,13 +282,15 @@ class TrackerContender:
         *,
         resolution: float,
         clock: ManualClock | None,
-        batch_size: int = 1_000,
+        batch_size: int | None = None,
+        max_time: float | None = 0.002,
         name: str = "LivenessTracker",
     ) -> None:
         self.name = name
         self.lateness_bound: float | None = resolution
         self.tracker = LivenessTracker(timeout, resolution=resolution, clock=clock)
         self.batch_size = batch_size
+        self.max_time = max_time
 
     def track(self, key: Hashable) -> None:
         self.tracker.track(key)
@@ -306,7 +308,7 @@ class TrackerContender:
         return deadline is not None and deadline <= now
 
     def maintain(self) -> Maintained:
-        events = self.tracker.poll(limit=self.batch_size)
+        events = self.tracker.poll(limit=self.batch_size, max_time=self.max_time)
         return Maintained([(event.key, event.expired_at) for event in events])
 
     def close(self) -> None:

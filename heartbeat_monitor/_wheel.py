@@ -424,16 +424,22 @@ class LivenessTracker:
         ticks = self._ticks
         return ticks[0] * self._resolution if ticks else None
 
-    def poll(self, *, limit: int | None = None) -> list[Expired]:
+    def poll(self, *, limit: int | None = None, max_time: float | None = None) -> list[Expired]:
         """Expire every peer that is silent past its deadline, as of ``clock.now()``.
 
         Calls the callbacks for each event (an exception there is logged and
         does not stop the others) and returns the expiries. With ``limit``,
-        examines at most that many wheel entries and resumes on the next call.
+        examines at most that many wheel entries; with ``max_time``, stops after
+        about that many seconds of work (``time.perf_counter``, checked every 64
+        entries: a CPU budget, never a liveness clock). Either way the next call
+        resumes where this one stopped, and ``next_deadline()`` says it is due.
         """
-        return [event for event in self.poll_events(limit=limit) if isinstance(event, Expired)]
+        events = self.poll_events(limit=limit, max_time=max_time)
+        return [event for event in events if isinstance(event, Expired)]
 
-    def poll_events(self, *, limit: int | None = None) -> list[Event]:
+    def poll_events(
+        self, *, limit: int | None = None, max_time: float | None = None
+    ) -> list[Event]:
         """Like :meth:`poll`, but returns every event, in order.
 
         That is :class:`Expired`, :class:`Suspected`, :class:`Recovered` (from
@@ -444,6 +450,11 @@ class LivenessTracker:
         budget = math.inf if limit is None else limit
         if budget <= 0:
             raise ConfigurationError(f"poll(limit=...) must be > 0, not {limit!r}")
+        if max_time is not None and not max_time > 0:
+            raise ConfigurationError(f"poll(max_time=...) must be > 0, not {max_time!r}")
+        perf_counter = time.perf_counter
+        stop_at = math.inf if max_time is None else perf_counter() + max_time
+        examined = 0
         events, self._events = self._events, []
         if self._storm_since is not None:
             self._check_storm_end(now, events)
@@ -465,6 +476,10 @@ class LivenessTracker:
                 self._current = bucket
             while bucket and budget > 0:
                 budget -= 1
+                examined += 1
+                if not examined & 63 and perf_counter() > stop_at:
+                    budget = 0  # out of time: this entry and the rest wait for the next call
+                    break
                 key = bucket.pop()
                 if bucket_of.get(key) is not bucket:
                     continue  # stale: untracked, expired or placed elsewhere since

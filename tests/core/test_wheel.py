@@ -407,3 +407,21 @@ TrackerVersusModel.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None
 )
 test_tracker_matches_model = TrackerVersusModel.TestCase
+
+
+def test_poll_max_time_stops_early_and_loses_nothing():
+    clock, tracker = make(timeout=10.0, resolution=1.0)
+    for i in range(1000):
+        tracker.track(i)
+    clock.advance(20)
+    seen: list[Hashable] = []
+    calls = 0
+    while (deadline := tracker.next_deadline()) is not None and deadline <= clock.now():
+        batch = tracker.poll(max_time=1e-12)  # out of time at the first check, every 64 entries
+        assert len(batch) <= 64
+        seen.extend(e.key for e in batch)
+        calls += 1
+    assert sorted(seen) == list(range(1000))  # type: ignore[type-var]
+    assert calls >= 1000 // 64
+    with pytest.raises(ConfigurationError):
+        tracker.poll(max_time=0)
