@@ -30,6 +30,7 @@ Wire messages (JSON objects; the stream transports frame them, UDP signs them)::
 
 from __future__ import annotations
 
+import abc
 import json
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -401,7 +402,7 @@ class PeerHub:
 # -- a connection with an outgoing queue (shared by the stream transports) -----------------
 
 
-class QueuedConnection:
+class QueuedConnection(abc.ABC):
     """A :class:`Connection` whose ``send``/``close`` feed one writer task (:meth:`run`).
 
     Subclasses implement ``_write`` (a batch of encoded messages) and ``_end`` (the
@@ -455,22 +456,23 @@ class QueuedConnection:
                     break
                 await self._wake.wait()
                 self._wake = anyio.Event()
-        except Exception:  # the peer went away while we wrote: the reader reports it
-            pass
+        except Exception as exc:  # the peer went away while we wrote: the reader reports it
+            _logger.debug(f"heartbeat_monitor.{self.transport}.write_failed", error=repr(exc))
         with anyio.move_on_after(self._close_timeout, shield=True):
             try:
                 await self._end(self._closing or "server closed")
-            except Exception:
-                pass
+            except Exception as exc:  # already closed by the peer: nothing left to end
+                _logger.debug(f"heartbeat_monitor.{self.transport}.close_failed", error=repr(exc))
         if then_cancel is not None:
             then_cancel.cancel()
 
+    @abc.abstractmethod
     async def _write(self, batch: list[str]) -> None:
         """Send these encoded messages, in order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _end(self, reason: str) -> None:
-        raise NotImplementedError
+        """Close the transport, telling the peer ``reason`` where it can."""
 
 
 class ConnectionEnded(Exception):

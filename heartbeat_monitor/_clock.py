@@ -1,6 +1,6 @@
 """Clocks: where the tracker and the driver read the time.
 
-Liveness is measured in monotonic seconds only. A wall clock (``time.time()``)
+Liveness is measured in monotonic seconds only. A wall clock
 jumps when NTP or an operator sets it, and a jump forward would expire every
 peer at once, so no code here ever reads it.
 """
@@ -86,10 +86,8 @@ class ManualClock:
         self._listeners.append(callback)
 
         def unsubscribe() -> None:
-            try:
+            if callback in self._listeners:  # idempotent
                 self._listeners.remove(callback)
-            except ValueError:
-                pass
 
         return unsubscribe
 

@@ -188,8 +188,8 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 failed = True
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except Exception:
-                    pass
+                except Exception as close_exc:  # the connection is already broken
+                    _logger.debug("heartbeat_monitor.cluster.close_failed", error=repr(close_exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_cap)
 
@@ -202,5 +202,5 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         for client in (self._publisher, self._listener):
             try:
                 await client.aclose()
-            except Exception:
-                pass
+            except Exception as exc:  # Redis already gone: nothing left to close
+                _logger.debug("heartbeat_monitor.cluster.close_failed", error=repr(exc))

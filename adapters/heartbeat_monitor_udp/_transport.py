@@ -70,11 +70,21 @@ def _sign(payload: bytes, key: bytes | None) -> bytes:
     return payload + hmac.new(key, payload, hashlib.sha256).digest()
 
 
+def wall_clock_ns() -> int:
+    """Wall-clock nanoseconds, for the anti-replay ``ts`` of datagrams and nothing else.
+
+    Datagrams cross hosts, whose monotonic clocks share no epoch, so a timestamp's
+    freshness can only be judged on the wall clock (within ``max_skew``). Liveness never
+    reads it: expiry is decided by the monitor's monotonic clock.
+    """
+    return time.time_ns()
+
+
 def datagram(
     peer: str, *, key: bytes | None = None, type: str = "beat", ts: int | None = None
 ) -> bytes:
     """What a peer sends: a beat (or ``type="bye"``), signed with ``key`` if given."""
-    ts = time.time_ns() if ts is None else ts
+    ts = wall_clock_ns() if ts is None else ts
     payload = json.dumps({"type": type, "peer": peer, "ts": ts}, separators=(",", ":")).encode()
     return _sign(payload, key)
 
@@ -114,7 +124,7 @@ class UdpTransport:
         max_size: int = MAX_MESSAGE_SIZE,
         max_queue: int = 1024,
         receive_buffer: int = 4 << 20,
-        wall_clock: Callable[[], int] = time.time_ns,
+        wall_clock: Callable[[], int] = wall_clock_ns,
     ) -> None:
         if per_peer_keys and key is None:
             raise ValueError("per_peer_keys needs a key")
