@@ -329,15 +329,16 @@ class LivenessTracker:
         history = self._histories.get(key) if self._histories else None
         if history is not None:
             history.record(now - previous)
-            timeout = history.timeout()
-        else:
-            timeout = self._timeouts.get(key, self._timeout) if self._timeouts else self._timeout
-        if self._suspects and self._recover(key, now):
-            wakeup = self._wakeup
-            if wakeup is not None:
-                wakeup()
-        # The next check may now be earlier than the bucket the peer sits in (a shorter
-        # phi timeout, or a recovered suspect): then place it again, or it would be late.
+        recovered = self._suspects and self._recover(key, now)
+        if recovered and self._wakeup is not None:
+            self._wakeup()
+        if history is None and not recovered:
+            return True  # a fixed timeout: the deadline only moved later, the lazy check copes
+        # A shorter phi timeout, or a recovered suspect (back to its suspect deadline), may
+        # put the next check before the bucket the peer sits in: then place it again.
+        timeout = (
+            history.timeout() if history is not None else self._timeouts.get(key, self._timeout)
+        )
         suspect = self._suspect
         tick = self._tick_after(now + (timeout if suspect is None else timeout * suspect))
         if tick < self._bucket_of[key].tick:

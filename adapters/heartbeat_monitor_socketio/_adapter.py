@@ -39,7 +39,6 @@ the ``on_gone`` callbacks run once, and the other clients get one
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
@@ -52,6 +51,7 @@ import structlog
 
 from heartbeat_monitor import Clock as _Clock
 from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
+from heartbeat_monitor._monitor import _is_async
 
 from ._engineio import check_engineio
 from ._transport import RefusalLog, diagnose, json_type, opening, request_sid
@@ -171,12 +171,6 @@ class _Peer:
 
 async def _acked() -> None:
     """What the wrapper returns for an event it handled alone (an ack, if asked, is empty)."""
-
-
-def _is_async(callback: Callable[..., object]) -> bool:
-    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004 -- an object with ``async def __call__``
-    )
 
 
 @final
