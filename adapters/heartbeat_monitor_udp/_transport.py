@@ -3,7 +3,8 @@
 Wire format: a datagram is one JSON object, followed (when the server has a
 key) by a 32-byte HMAC-SHA256 tag of those JSON bytes::
 
-    {"type": "beat" | "bye", "peer": "<id>", "ts": <sender's wall clock, int ns>} + tag
+    {"type": "beat" | "bye", "peer": "<id>", "ts": <sender's wall clock, int ns>,
+     "epoch": "<the server's boot epoch>"} + tag
 
 Rules, in order (each refusal is logged as ``heartbeat_monitor.udp.peer_refused``
 with its reason, counted, and changes no peer's state; UDP gets no answer, so a
@@ -17,8 +18,42 @@ forged source address cannot be used to reflect traffic):
    their own key cannot beat for one another either;
 3. ``ts`` within ``max_skew`` seconds of the server's wall clock (``stale``; this
    wall clock only judges freshness, never liveness) and strictly greater than
-   the last accepted ``ts`` of that peer id (``replayed``). Together they drop
-   replays of any captured datagram, across restarts of either side.
+   the last accepted ``ts`` of that peer id (``replayed``);
+4. ``epoch`` must be this server's boot epoch; a datagram without it, or with an
+   earlier boot's, changes nothing and is answered with a signed
+   ``{"type": "challenge", "epoch": "<current>"}`` (a beat) or dropped (a bye).
+
+Anti-replay across restarts
+===========================
+
+Rule 3 alone stops replays only while the server remembers the last ``ts`` of
+each peer, that is, within one run: a restarted server has forgotten it, and a
+datagram captured a few seconds before the restart is still fresh (its ``ts``
+is within ``max_skew``) and newer than anything remembered (nothing is). A
+wall-clock floor ("nothing older than my boot") cannot tell that capture from a
+live peer whose clock runs a little behind, and a persisted high-water mark
+loses the last writes before a crash and needs a writable disk.
+
+So every run of the server draws a random 64-bit **boot epoch**, and only
+datagrams that carry it (inside the HMAC) can open, beat or close an episode.
+A peer learns the epoch from the server's answer to its first datagram (one
+round trip per peer per server run); a peer holding an old epoch after a
+restart is answered the same way and beats again at once. Hence:
+
+* *server restart*: everything signed before it carries another epoch, so no
+  captured datagram, however fresh, opens or resurrects a peer; it earns at
+  most one challenge (rule 3 still holds for challenged datagrams: each
+  captured one is answered once, and a challenge is smaller than the datagram,
+  so there is no amplification);
+* *peer restart*: the server has kept running, so rule 3 holds as before (the
+  restarted peer's ``ts`` comes from its wall clock and keeps rising);
+* within one run, rule 3: a replay is not newer than the last accepted ``ts``,
+  and that memory is dropped only for ``ts`` older than ``max_skew``, which
+  rule 3 refuses as stale anyway.
+
+What remains is inherent to any datagram protocol: a datagram withheld from
+the server (never delivered) can be delivered late, once, within ``max_skew``.
+Without a key all of this is moot: anyone can forge any datagram.
 
 The first accepted beat of an unknown peer id opens an episode; ``bye`` closes
 it; the server tells the others with a ``gone`` datagram and the expired or
@@ -31,6 +66,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +81,7 @@ from heartbeat_monitor._adapter import (
     MAX_MESSAGE_SIZE,
     check_peer_id,
     decode_message,
+    encode_message,
     encode_shared,
 )
 
@@ -81,12 +118,26 @@ def wall_clock_ns() -> int:
 
 
 def datagram(
-    peer: str, *, key: bytes | None = None, type: str = "beat", ts: int | None = None
+    peer: str,
+    *,
+    key: bytes | None = None,
+    type: str = "beat",
+    ts: int | None = None,
+    epoch: str | None = None,
 ) -> bytes:
-    """What a peer sends: a beat (or ``type="bye"``), signed with ``key`` if given."""
-    ts = wall_clock_ns() if ts is None else ts
-    payload = json.dumps({"type": type, "peer": peer, "ts": ts}, separators=(",", ":")).encode()
-    return _sign(payload, key)
+    """What a peer sends: a beat (or ``type="bye"``), signed with ``key`` if given.
+
+    ``epoch``: the server's boot epoch, from its last ``challenge`` (without it, the
+    server answers with a challenge and nothing else).
+    """
+    message: dict[str, object] = {
+        "type": type,
+        "peer": peer,
+        "ts": wall_clock_ns() if ts is None else ts,
+    }
+    if epoch is not None:
+        message["epoch"] = epoch
+    return _sign(json.dumps(message, separators=(",", ":")).encode(), key)
 
 
 @final
@@ -141,6 +192,10 @@ class UdpTransport:
         self._max_queue = max_queue
         self.receive_buffer = receive_buffer
         self.dropped = 0
+        #: This run's boot epoch (drawn again by each :meth:`serve`): see the module notes.
+        self.epoch = ""
+        self._challenge = ""
+        self._new_epoch()
         self._wake = anyio.Event()
 
     async def serve(
@@ -149,6 +204,7 @@ class UdpTransport:
         *,
         task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        self._new_epoch()
         async with (
             await anyio.create_udp_socket(local_host=self.host, local_port=self.port) as sock,
             anyio.create_task_group() as task_group,
@@ -166,6 +222,10 @@ class UdpTransport:
                 await self._receive_all(hub, sock)
             finally:
                 hub.close_all(transport="udp")  # the server is stopping: one gone each
+
+    def _new_epoch(self) -> None:
+        self.epoch = secrets.token_hex(8)
+        self._challenge = encode_message({"type": "challenge", "epoch": self.epoch})
 
     async def _receive_all(self, hub: PeerHub, sock: anyio.abc.UDPSocket) -> None:
         async for data, address in sock:
@@ -208,20 +268,24 @@ class UdpTransport:
         if len(last_ts) > 2 * len(hub) + 1024:
             self._forget_old_timestamps()
         kind = message["type"]
+        if kind != "beat" and kind != "bye":
+            raise PeerError(f"protocol: unknown message type {kind!r:.40}")
+        if message.get("epoch") != self.epoch:  # a first contact, or signed in another run
+            if kind == "beat":
+                self._queue(self._challenge, signing_key, address)
+            _logger.debug("heartbeat_monitor.udp.challenged", peer=peer, kind=kind)
+            return
         session = hub.session(peer)
-        if kind == "beat":
-            if session is None:
-                hub.open(peer, _UdpConnection(self, address, signing_key))
-                return
+        if kind == "bye":
+            if session is not None:
+                hub.close(session, "closed by peer")
+        elif session is None:
+            hub.open(peer, _UdpConnection(self, address, signing_key))
+        else:
             connection = session.connection
             assert isinstance(connection, _UdpConnection)
             connection.address = address  # authenticated (with a key): follow NAT rebinding
             hub.beat(session)
-        elif kind == "bye":
-            if session is not None:
-                hub.close(session, "closed by peer")
-        else:
-            raise PeerError(f"protocol: unknown message type {kind!r:.40}")
 
     def _forget_old_timestamps(self) -> None:
         """Drop replay state that the freshness rule makes useless anyway."""

@@ -227,14 +227,21 @@ class UdpClient(Client):
         self._socket = await anyio.create_connected_udp_socket(self.host, self.port)
         await self.beat()
 
+    epoch: str | None = None
+
     async def _receive(self) -> None:
         async for data in self._socket:
-            self._got(data[:-32] if self.key is not None else data)
+            payload = data[:-32] if self.key is not None else data
+            if payload.startswith(b'{"type":"challenge"'):  # the server's boot epoch
+                self.epoch = json.loads(payload)["epoch"]
+                await self.beat()  # at once, as a real peer does
+                continue
+            self._got(payload)
 
     def _beat_message(self) -> bytes:
         from heartbeat_monitor_udp import datagram
 
-        return datagram(self.peer, key=self.key)
+        return datagram(self.peer, key=self.key, epoch=self.epoch)
 
     def bad_input(self, kind: str, data: bytes) -> bytes | str:
         """UDP carries the peer id in every datagram: the spoof is a beat signed without the key."""
@@ -252,7 +259,7 @@ class UdpClient(Client):
     async def close(self) -> None:
         from heartbeat_monitor_udp import datagram
 
-        await self._send(datagram(self.peer, key=self.key, type="bye"))
+        await self._send(datagram(self.peer, key=self.key, type="bye", epoch=self.epoch))
         await self._socket.aclose()
 
     async def abort(self) -> None:

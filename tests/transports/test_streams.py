@@ -96,7 +96,7 @@ async def test_websocket_expiry_closes_with_4000_and_the_reason(anyio_backend):
 async def test_stopping_the_server_ends_each_episode_once(anyio_backend, name):
     from heartbeat_monitor_udp import UdpTransport, datagram
 
-    transport: Transport = TcpTransport() if name == "tcp" else UdpTransport()
+    transport: Any = TcpTransport() if name == "tcp" else UdpTransport()
     clock = ManualClock()
     gone: list[PeerGone] = []
     async with HeartbeatMonitor(1.0, clock=clock) as monitor:
@@ -108,7 +108,7 @@ async def test_stopping_the_server_ends_each_episode_once(anyio_backend, name):
                 await stream.send(b'{"type":"hello","peer":"a"}\n')
             else:
                 sock = await anyio.create_connected_udp_socket(host, port)
-                await sock.send(datagram("a"))
+                await sock.send(datagram("a", epoch=transport.epoch))
             await until(lambda: "a" in hub)
             tg.cancel_scope.cancel()
         await (stream if name == "tcp" else sock).aclose()

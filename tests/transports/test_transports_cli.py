@@ -94,6 +94,8 @@ async def _hello(name: str, host: str, port: int) -> dict[str, Any]:
 
         async with await anyio.create_connected_udp_socket(host, port) as sock:
             await sock.send(datagram("cli", key=b"cli key"))
+            challenge = json.loads((await sock.receive())[:-TAG_SIZE])  # the boot epoch
+            await sock.send(datagram("cli", key=b"cli key", epoch=challenge["epoch"]))
             return dict(json.loads((await sock.receive())[:-TAG_SIZE]))
     from websockets.asyncio.client import connect
 

@@ -1,4 +1,4 @@
-"""UDP specifics on real loopback sockets: HMAC, per-peer keys, replay and staleness.
+"""UDP specifics on real loopback sockets: HMAC, per-peer keys, replay, staleness, epochs.
 
 The monitor runs on a ManualClock and the server's wall clock is injected, so
 nothing here waits for real time; each refusal is awaited through the hub's count.
@@ -6,6 +6,7 @@ nothing here waits for real time; each refusal is awaited through the hub's coun
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,28 +28,49 @@ NOW = 1_700_000_000 * 10**9
 
 
 @asynccontextmanager
-async def udp_server(**options: Any) -> AsyncIterator[tuple[PeerHub, Any]]:
+async def udp_server(**options: Any) -> AsyncIterator[tuple[PeerHub, Any, str]]:
+    """A server, a client socket, and the server's boot epoch (what a challenge tells)."""
     clock = ManualClock()
     transport = UdpTransport("127.0.0.1", 0, wall_clock=lambda: NOW, **options)
     async with HeartbeatMonitor(10, clock=clock) as monitor, anyio.create_task_group() as tg:
         hub = PeerHub(monitor)
         host, port = await tg.start(transport.serve, hub)
         async with await anyio.create_connected_udp_socket(host, port) as sock:
-            yield hub, sock
+            yield hub, sock, transport.epoch
         tg.cancel_scope.cancel()
 
 
+async def test_the_first_contact_is_challenged_with_the_boot_epoch(anyio_backend):
+    async with udp_server(key=KEY) as (hub, sock, epoch):
+        await sock.send(datagram("a", key=KEY, ts=NOW))  # no epoch: a first contact
+        challenge = await sock.receive()
+        assert json.loads(challenge[:-TAG_SIZE]) == {"type": "challenge", "epoch": epoch}
+        assert challenge[-TAG_SIZE:] == hmac.new(KEY, challenge[:-TAG_SIZE], "sha256").digest()
+        await sock.send(datagram("a", key=KEY, ts=NOW + 1, epoch="0" * 16))  # another run's
+        assert json.loads((await sock.receive())[:-TAG_SIZE])["type"] == "challenge"
+        await sock.send(datagram("a", key=KEY, ts=NOW + 1, epoch=epoch))  # ts already seen
+        await until(lambda: hub.refused["replayed"] == 1)
+        assert "a" not in hub
+        await sock.send(datagram("a", key=KEY, ts=NOW + 2, epoch=epoch))
+        assert json.loads((await sock.receive())[:-TAG_SIZE])["type"] == "welcome"
+        # a bye signed in another run closes nothing (and is not answered)
+        await sock.send(datagram("a", key=KEY, ts=NOW + 3, type="bye", epoch="0" * 16))
+        await sock.send(datagram("a", key=KEY, ts=NOW + 4, type="bye", epoch=epoch))
+        await until(lambda: "a" not in hub)
+        assert hub.refused == {"replayed": 1}
+
+
 async def test_signed_beats_open_and_beat_and_others_are_refused(anyio_backend):
-    async with udp_server(key=KEY) as (hub, sock):
-        await sock.send(datagram("a", key=KEY, ts=NOW))
+    async with udp_server(key=KEY) as (hub, sock, epoch):
+        await sock.send(datagram("a", key=KEY, ts=NOW, epoch=epoch))
         reply = await sock.receive()
         assert json.loads(reply[:-TAG_SIZE])["type"] == "welcome"
         assert "a" in hub
         with capture_logs() as logs:
-            await sock.send(datagram("a", key=b"wrong", ts=NOW + 1))  # spoofed
-            await sock.send(datagram("a", key=KEY, ts=NOW))  # replayed (same ts)
-            await sock.send(datagram("a", key=KEY, ts=NOW - 31 * 10**9))  # stale
-            await sock.send(datagram("a", ts=NOW + 2))  # unsigned
+            await sock.send(datagram("a", key=b"wrong", ts=NOW + 1, epoch=epoch))  # spoofed
+            await sock.send(datagram("a", key=KEY, ts=NOW, epoch=epoch))  # replayed (same ts)
+            await sock.send(datagram("a", key=KEY, ts=NOW - 31 * 10**9, epoch=epoch))  # stale
+            await sock.send(datagram("a", ts=NOW + 2, epoch=epoch))  # unsigned
             await until(lambda: sum(hub.refused.values()) == 4)
         reasons = [
             log["reason"] for log in logs if log["event"] == "heartbeat_monitor.udp.peer_refused"
@@ -57,21 +79,21 @@ async def test_signed_beats_open_and_beat_and_others_are_refused(anyio_backend):
         session = hub.session("a")
         assert session is not None
         assert session.gone is None
-        await sock.send(datagram("a", key=KEY, type="bye", ts=NOW + 3))
+        await sock.send(datagram("a", key=KEY, type="bye", ts=NOW + 3, epoch=epoch))
         await until(lambda: "a" not in hub)
 
 
 async def test_per_peer_keys_stop_one_peer_beating_for_another(anyio_backend):
-    async with udp_server(key=KEY, per_peer_keys=True) as (hub, sock):
-        await sock.send(datagram("a", key=peer_key(KEY, "a"), ts=NOW))
+    async with udp_server(key=KEY, per_peer_keys=True) as (hub, sock, epoch):
+        await sock.send(datagram("a", key=peer_key(KEY, "a"), ts=NOW, epoch=epoch))
         await until(lambda: "a" in hub)
-        await sock.send(datagram("a", key=peer_key(KEY, "b"), ts=NOW + 1))  # b's key, a's id
-        await sock.send(datagram("a", key=KEY, ts=NOW + 2))  # the master key is not a's key
+        await sock.send(datagram("a", key=peer_key(KEY, "b"), ts=NOW + 1, epoch=epoch))  # b's key
+        await sock.send(datagram("a", key=KEY, ts=NOW + 2, epoch=epoch))  # the master key
         await until(lambda: hub.refused["spoofed"] == 2)
 
 
 async def test_malformed_datagrams_are_refused(anyio_backend):
-    async with udp_server() as (hub, sock):
+    async with udp_server() as (hub, sock, _):
         for data in (
             b"\xff",
             b"[]",
