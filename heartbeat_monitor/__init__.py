@@ -40,7 +40,7 @@ from ._policy import (
     Policy,
     StatefulPolicy,
 )
-from ._wheel import LivenessTracker
+from ._tracker import LivenessTracker
 
 __all__ = (
     "Clock",

@@ -36,8 +36,8 @@ from ._events import (
     Suspected,
 )
 from ._policy import Policy
+from ._tracker import LivenessTracker
 from ._validate import optional_seconds
-from ._wheel import LivenessTracker
 
 __all__ = ("EventStream", "ExpireCallback", "HeartbeatMonitor")
 
@@ -270,7 +270,7 @@ class HeartbeatMonitor:
         self.max_loop_lag = 0.0
         self.beat = self._tracker.beat
         self.untrack = self._tracker.untrack
-        self._tracker._wakeup = self._clock_moved
+        self._tracker.wakeup = self._clock_moved
 
     # -- peers -----------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The sans-I/O liveness tracker and its lazy timing wheel.
 
+It returns events and does nothing else: no callbacks, no logging, no I/O, no
+sleeping. The driver (:class:`~heartbeat_monitor.HeartbeatMonitor`) dispatches.
+
 Theory of operation
 ===================
 
@@ -53,16 +56,12 @@ Beyond the fixed timeout
   ``last + f * timeout``; silent past that it becomes a suspect (an event) and
   is placed at its deadline; a beat from a suspect is a recovery (an event),
   and the peer goes back to its suspect deadline.
-* **Storm brake** (``storm_share=s``): when more than ``s`` of the tracked
-  peers (and more than 2) are suspects at once, expiries are held; a held peer
-  is re-checked every quarter timeout. The brake releases when beats bring the
-  share back down (or after ``storm_max_hold`` seconds), and peers still silent
-  then expire. It needs the suspect stage, which it turns on (``f = 0.5``) if
-  not set: suspicion comes before expiry, so the storm is seen before anyone
-  is expired by it.
-* **Grace** (``grant_grace(until)``): no one is suspected or expired before
-  ``until``. The driver grants it after its own event loop stalled, so beats
-  that waited in socket buffers during the stall are not mistaken for silence.
+* **Storm brake and grace** (``_storm.py``): while the brake holds, a peer
+  silent past its deadline is re-checked every quarter timeout instead of
+  expired; during a grace window nobody is suspected or expired. The brake
+  needs the suspect stage, which it turns on (``f = 0.5``) if not set:
+  suspicion comes before expiry, so the storm is seen before anyone is expired
+  by it.
 
 With these, the beat takes a slower path (``_beat_full``); without them it is
 the one-line dictionary write (``_beat_fast``). ``beat`` is bound once, at
@@ -77,21 +76,17 @@ import time
 from collections.abc import Callable, Hashable
 from typing import final
 
-import structlog
-
 from ._clock import Clock, MonotonicClock
 from ._errors import ConfigurationError
 from ._events import (
     Event,
     Expired,
-    PeerEvent,
     Recovered,
-    StormEnded,
-    StormStarted,
     Suspected,
 )
 from ._policy import History, Policy, as_policy
-from ._validate import fraction, optional_seconds, positive
+from ._storm import StormBrake
+from ._validate import fraction, positive
 
 __all__ = ("DEFAULT_RESOLUTION_FRACTION", "LivenessTracker")
 
@@ -100,19 +95,6 @@ DEFAULT_RESOLUTION_FRACTION = 0.1
 _MAX_DEFAULT_RESOLUTION = 1.0
 #: Suspect fraction the storm brake turns on when no suspect stage was asked for.
 _STORM_SUSPECT = 0.5
-
-_logger = structlog.get_logger("heartbeat_monitor")
-
-
-def _call(callback: Callable[[PeerEvent], object] | None, event: PeerEvent) -> None:
-    if callback is None:
-        return
-    try:
-        callback(event)
-    except Exception:
-        _logger.exception(
-            "heartbeat_monitor.callback_failed", callback=repr(callback), peer=event.key
-        )
 
 
 def _is_stateful(policy: Policy) -> bool:
@@ -152,32 +134,25 @@ class LivenessTracker:
 
     __slots__ = (
         "__weakref__",
+        "_brake",
         "_bucket_of",
         "_buckets",
         "_clock",
         "_current",
         "_events",
-        "_grace_until",
         "_histories",
         "_last",
         "_now",
-        "_on_expire",
-        "_on_recover",
-        "_on_suspect",
         "_policy",
         "_resolution",
         "_stateful",
-        "_storm_armed",
-        "_storm_max_hold",
-        "_storm_share",
-        "_storm_since",
         "_suspect",
         "_suspects",
         "_ticks",
         "_timeout",
         "_timeouts",
-        "_wakeup",
         "beat",
+        "wakeup",
     )
 
     #: Record a heartbeat; ``False`` if ``key`` is not tracked (it is not resurrected).
@@ -189,9 +164,6 @@ class LivenessTracker:
         *,
         resolution: float | None = None,
         clock: Clock | None = None,
-        on_expire: Callable[[Expired], object] | None = None,
-        on_suspect: Callable[[Suspected], object] | None = None,
-        on_recover: Callable[[Recovered], object] | None = None,
         suspect: float | None = None,
         storm_share: float | None = None,
         storm_max_hold: float | None = None,
@@ -206,19 +178,15 @@ class LivenessTracker:
                 f"resolution ({resolution!r} s) must not exceed the timeout ({self._timeout!r} s): "
                 "it bounds how late an expiry may be"
             )
-        self._storm_share = fraction("storm_share", storm_share)
-        self._storm_max_hold = optional_seconds("storm_max_hold", storm_max_hold)
+        self._brake = StormBrake(storm_share, storm_max_hold)
         self._suspect = fraction("suspect", suspect)
-        if self._storm_share is not None and self._suspect is None:
+        if self._brake.share is not None and self._suspect is None:
             self._suspect = _STORM_SUSPECT
         self._clock: Clock = MonotonicClock() if clock is None else clock
         now = self._clock.now
         if isinstance(self._clock, MonotonicClock):
             now = time.monotonic  # skip one Python frame per beat
         self._now: Callable[[], float] = now
-        self._on_expire = on_expire
-        self._on_suspect = on_suspect
-        self._on_recover = on_recover
         #: key -> clock time of the last beat.
         self._last: dict[Hashable, float] = {}
         #: key -> the bucket the peer currently sits in.
@@ -236,11 +204,9 @@ class LivenessTracker:
         self._current: _Bucket | None = None
         #: Events raised outside poll() (recoveries), handed out by the next poll.
         self._events: list[Event] = []
-        self._grace_until = -math.inf
-        self._storm_since: float | None = None
-        self._storm_armed = True
-        #: Called when a beat produced an event, so that a driver polls soon.
-        self._wakeup: Callable[[], None] | None = None
+        #: Called (with no argument) when a beat produced an event outside :meth:`poll`
+        #: (a recovery), so that a driver polls soon. The driver sets it; ``None``: nobody.
+        self.wakeup: Callable[[], None] | None = None
         #: Whether the default policy keeps a per-peer history (checked once: a runtime
         #: Protocol isinstance costs ~20 us, far too much for every track()).
         self._stateful = _is_stateful(self._policy)
@@ -330,8 +296,8 @@ class LivenessTracker:
         if history is not None:
             history.record(now - previous)
         recovered = self._suspects and self._recover(key, now)
-        if recovered and self._wakeup is not None:
-            self._wakeup()
+        if recovered and self.wakeup is not None:
+            self.wakeup()
         if history is None and not recovered:
             return True  # a fixed timeout: the deadline only moved later, the lazy check copes
         # A shorter phi timeout, or a recovered suspect (back to its suspect deadline), may
@@ -400,18 +366,17 @@ class LivenessTracker:
     @property
     def storm(self) -> bool:
         """Whether the storm brake is holding expiries."""
-        return self._storm_since is not None
+        return self._brake.holding
 
     # -- time ------------------------------------------------------------------------------
 
     def grant_grace(self, until: float) -> None:
         """Suspect and expire nobody before clock time ``until`` (the self-pause guard)."""
-        if until > self._grace_until:
-            self._grace_until = until
+        self._brake.grant_grace(until)
 
     @property
     def grace_until(self) -> float:
-        return self._grace_until
+        return self._brake.grace_until
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` next has work: a time ``<= now`` means "poll again now".
@@ -428,8 +393,7 @@ class LivenessTracker:
     def poll(self, *, limit: int | None = None, max_time: float | None = None) -> list[Expired]:
         """Expire every peer that is silent past its deadline, as of ``clock.now()``.
 
-        Calls the callbacks for each event (an exception there is logged and
-        does not stop the others) and returns the expiries. With ``limit``,
+        Returns the expiries (:meth:`poll_events` returns every event). With ``limit``,
         examines at most that many wheel entries; with ``max_time``, stops after
         about that many seconds of work (``time.perf_counter``, checked every 64
         entries: a CPU budget, never a liveness clock). Either way the next call
@@ -457,15 +421,16 @@ class LivenessTracker:
         stop_at = math.inf if max_time is None else perf_counter() + max_time
         examined = 0
         events, self._events = self._events, []
-        if self._storm_since is not None:
-            self._check_storm_end(now, events)
+        brake = self._brake
+        if brake.holding:
+            self._release(now, events)
         last_of = self._last
         bucket_of = self._bucket_of
         timeouts = self._timeouts
         histories = self._histories
         suspects = self._suspects
         suspect = self._suspect
-        grace_until = self._grace_until
+        grace_until = brake.grace_until
         default_timeout = self._timeout
         while budget > 0:
             bucket = self._current
@@ -497,7 +462,7 @@ class LivenessTracker:
                         self._place(key, self._tick_after(deadline))
                     elif now <= grace_until:
                         self._place(key, self._tick_after(grace_until))
-                    elif self._storm_since is not None:
+                    elif brake.holding:
                         self._hold(key, now)
                     else:
                         self._expire(key, last, deadline, now, events)
@@ -515,24 +480,19 @@ class LivenessTracker:
                             key=key, last_beat=last, deadline=suspect_deadline, suspected_at=now
                         )
                     )
-                    self._check_storm_start(now, events)
+                    started = brake.suspected(now, len(suspects), len(last_of))
+                    if started is not None:
+                        events.append(started)
                     if now <= deadline:
                         self._place(key, self._tick_after(deadline))
-                    elif self._storm_since is not None:
+                    elif brake.holding:
                         self._hold(key, now)
                     else:
                         self._expire(key, last, deadline, now, events)
             if not bucket:
                 self._current = None
-        if self._storm_since is not None:
-            self._check_storm_end(now, events)
-        for event in events:
-            if isinstance(event, Expired):
-                _call(self._on_expire, event)  # type: ignore[arg-type]
-            elif isinstance(event, Suspected):
-                _call(self._on_suspect, event)  # type: ignore[arg-type]
-            elif isinstance(event, Recovered):
-                _call(self._on_recover, event)  # type: ignore[arg-type]
+        if brake.holding:
+            self._release(now, events)
         return events
 
     # -- wheel -----------------------------------------------------------------------------
@@ -554,33 +514,10 @@ class LivenessTracker:
         """The storm brake holds this expiry; look again in a quarter timeout."""
         self._place(key, self._tick_after(now + max(self._timeout / 4, self._resolution)))
 
-    def _check_storm_start(self, now: float, events: list[Event]) -> None:
-        share = self._storm_share
-        if share is None or self._storm_since is not None:
-            return
-        suspects, peers = len(self._suspects), len(self._last)
-        storm = suspects > 2 and suspects > share * peers
-        if not self._storm_armed:
-            self._storm_armed = not storm
-        elif storm:
-            self._storm_since = now
-            events.append(StormStarted(suspects=suspects, peers=peers, at=now))
-
-    def _check_storm_end(self, now: float, events: list[Event]) -> None:
-        assert self._storm_since is not None
-        assert self._storm_share is not None
-        suspects, peers = len(self._suspects), len(self._last)
-        if suspects <= 2 or suspects <= self._storm_share * peers:
-            reason = "recovered"
-        elif self._storm_max_hold is not None and now - self._storm_since > self._storm_max_hold:
-            reason = "max_hold"
-        else:
-            return
-        self._storm_since = None
-        events.append(StormEnded(reason=reason, suspects=suspects, peers=peers, at=now))
-        # After a max-hold release the held peers expire as they come due; the brake
-        # re-arms only once the share of suspects has dropped below the threshold.
-        self._storm_armed = reason == "recovered"
+    def _release(self, now: float, events: list[Event]) -> None:
+        ended = self._brake.release(now, len(self._suspects), len(self._last))
+        if ended is not None:
+            events.append(ended)
 
     def _tick_after(self, deadline: float) -> int:
         """The first tick whose due time is strictly after ``deadline``."""
