@@ -7,40 +7,26 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from heartbeat_monitor import ManualClock
-
-from ._contenders import (
-    AsyncioTimers,
-    Contender,
-    FullScan,
-    HeapDeadlines,
-    MonitorContender,
-    TrackerContender,
-    quiet_structlog,
-)
+from ._contenders import quiet_structlog
+from ._core import core_figures
 from ._micro import BEAT_CONTENDERS, beat_cost, memory_per_peer
 from ._report import machine_info, markdown, plot, targets, write_json
-from ._workloads import INTERVAL, RESOLUTION, TIMEOUT, churn, mass_expiry, simulate, steady
+from ._workloads import (
+    INTERVAL,
+    RESOLUTION,
+    SIM_CONTENDERS,
+    TIMEOUT,
+    churn,
+    mass_expiry,
+    simulate,
+    steady,
+)
 
 __all__ = ("SIM_CONTENDERS", "main", "register", "run")
-
-#: The simulated-time contenders, each built on the shared simulated clock.
-SIM_CONTENDERS: tuple[Callable[[ManualClock], Contender], ...] = (
-    lambda clock: TrackerContender(TIMEOUT, resolution=RESOLUTION, clock=clock),
-    lambda clock: MonitorContender(TIMEOUT, resolution=RESOLUTION, clock=clock),
-    lambda clock: FullScan(
-        TIMEOUT, clock.now, interval=INTERVAL, name=f"full scan @ interval ({INTERVAL:g} s)"
-    ),
-    lambda clock: FullScan(
-        TIMEOUT, clock.now, interval=RESOLUTION, name=f"full scan @ resolution ({RESOLUTION:g} s)"
-    ),
-    lambda clock: AsyncioTimers(TIMEOUT, clock.now, simulated=True),
-    lambda clock: HeapDeadlines(TIMEOUT, clock.now),
-)
 
 _DEFAULT_SIZES = (10_000, 100_000)
 
@@ -151,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             results["workloads"][workload.name][key] = {
                 outcome.contender: outcome.summary() for outcome in outcomes
             }
+    results["core"] = core_figures(sizes[-1], quick=quick)
     if not quick and args.e2e_clients > 0:
         from . import _socketio_e2e
 

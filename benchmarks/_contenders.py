@@ -27,7 +27,7 @@ from typing import Protocol
 
 import structlog
 
-from heartbeat_monitor import Expired, HeartbeatMonitor, LivenessTracker, ManualClock
+from heartbeat_monitor import Clock, Expired, HeartbeatMonitor, LivenessTracker
 
 __all__ = (
     "AsyncioTimers",
@@ -281,7 +281,7 @@ class TrackerContender:
         timeout: float,
         *,
         resolution: float,
-        clock: ManualClock | None,
+        clock: Clock | None,
         batch_size: int | None = None,
         max_time: float | None = 0.002,
         name: str = "LivenessTracker",
@@ -328,7 +328,7 @@ class MonitorContender:
         timeout: float,
         *,
         resolution: float,
-        clock: ManualClock,
+        clock: Clock,
         batch_size: int | None = None,
         name: str = "HeartbeatMonitor",
     ) -> None:

@@ -1,11 +1,13 @@
 """Real-clock measurements: the cost of one beat, and memory per peer.
 
 Beat cost: every contender tracks the same ``peers`` keys on the default clock
-(``time.monotonic``), then beats a random sequence of them (random order defeats
-the CPU cache as a million peers would). Repetitions are round-robin across the
-contenders, in a shuffled order each round; the figure is the best round (as
-``timeit`` reports), with the garbage collector paused during timed loops (as
-``timeit`` does).
+(``time.monotonic``: a float of its own per beat), then beats a random sequence
+of them (random order defeats the CPU cache as a million peers would).
+Repetitions are round-robin across the contenders, in a shuffled order each
+round, with the garbage collector on as in production, in thread CPU time (on a
+shared machine, wall time would charge preemption to whoever was running); the
+figure is the median round. :func:`beat_rounds` keeps every round, for paired
+ratios with their spread.
 
 Memory: ``tracemalloc`` around building a contender with ``peers`` tracked keys
 and one beat each (keys are created before, so they are excluded).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import random
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable, Hashable, Sequence
@@ -31,7 +34,7 @@ from ._contenders import (
 )
 from ._workloads import INTERVAL, RESOLUTION, TIMEOUT, peer_keys
 
-__all__ = ("BEAT_CONTENDERS", "beat_cost", "memory_per_peer")
+__all__ = ("BEAT_CONTENDERS", "beat_cost", "beat_rounds", "memory_per_peer")
 
 
 class _MonitorBeat(TrackerContender):
@@ -62,39 +65,48 @@ BEAT_CONTENDERS: dict[str, Callable[[], Contender]] = {
 }
 
 
-def beat_cost(
-    peers: int, *, beats: int, rounds: int, seed: int = 4, progress: Callable[[], object] | None
-) -> dict[str, float]:
-    """Best-of-``rounds`` nanoseconds per beat for each contender, at ``peers`` tracked keys."""
+def beat_rounds(
+    peers: int,
+    *,
+    beats: int,
+    rounds: int,
+    names: Sequence[str] | None = None,
+    seed: int = 4,
+    progress: Callable[[], object] | None = None,
+) -> dict[str, list[float]]:
+    """Nanoseconds per beat in each round, per contender (all of them, or ``names``)."""
     rng = random.Random(seed)
     keys: list[Hashable] = list(peer_keys("p", peers))
     sequence = [keys[rng.randrange(peers)] for _ in range(beats)]
-    contenders = {name: make() for name, make in BEAT_CONTENDERS.items()}
+    chosen = list(BEAT_CONTENDERS) if names is None else list(names)
+    contenders = {name: BEAT_CONTENDERS[name]() for name in chosen}
     for contender in contenders.values():
         for key in keys:
             contender.track(key)
-    best: dict[str, float] = dict.fromkeys(contenders, float("inf"))
-    names = list(contenders)
+    spent: dict[str, list[float]] = {name: [] for name in contenders}
+    gc.collect()
     for _ in range(rounds):
-        rng.shuffle(names)
-        for name in names:
+        rng.shuffle(chosen)
+        for name in chosen:
             contender = contenders[name]
-            gc.collect()
-            gc.disable()
-            try:
-                t0 = time.perf_counter_ns()
-                contender.beat_many(sequence)
-                spent = time.perf_counter_ns() - t0
-            finally:
-                gc.enable()
-            best[name] = min(best[name], spent / beats)
+            t0 = time.thread_time_ns()  # CPU time: preemption by other processes is not a cost
+            contender.beat_many(sequence)
+            spent[name].append((time.thread_time_ns() - t0) / beats)
             if isinstance(contender, AsyncioTimers):
                 contender.run_once()  # let asyncio purge its cancelled timers, untimed
             if progress is not None:
                 progress()
     for contender in contenders.values():
         contender.close()
-    return best
+    return spent
+
+
+def beat_cost(
+    peers: int, *, beats: int, rounds: int, seed: int = 4, progress: Callable[[], object] | None
+) -> dict[str, float]:
+    """Median nanoseconds per beat over ``rounds`` for each contender, at ``peers`` keys."""
+    spent = beat_rounds(peers, beats=beats, rounds=rounds, seed=seed, progress=progress)
+    return {name: statistics.median(values) for name, values in spent.items()}
 
 
 def memory_per_peer(name: str, peers: int) -> float:

@@ -1,12 +1,15 @@
 """Simulated-time workloads, run in lockstep for every contender, with ground truth.
 
-One :class:`~heartbeat_monitor.ManualClock` provides "time" for all contenders; it
-moves in ``step`` increments. At each step the harness applies the schedule
-(joins, leaves, peers falling silent), delivers the beats due at that step to
-every contender, then lets each contender do the maintenance it says is due,
-timing every maintenance call in thread CPU time (``time.thread_time_ns``: on a
-shared machine, wall time would charge preemption by other processes to whichever
-contender was running). The order of the
+One :class:`FairClock` provides "time" for all contenders; it moves in ``step``
+increments and, like ``time.monotonic()``, hands every reader a float object of
+its own (a clock that hands every peer beating in a step the same object lets a
+full scan walk one cache-hot float: it flatters the scan). Each step's beating
+peers beat in a random order, not in the order they were tracked. At each step
+the harness applies the schedule (joins, leaves, peers falling silent), delivers
+the beats due at that step to every contender, then lets each contender do the
+maintenance it says is due, timing every maintenance call in thread CPU time
+(``time.thread_time_ns``: on a shared machine, wall time would charge preemption
+by other processes to whichever contender was running). The order of the
 contenders rotates every step, so machine noise hits them all alike.
 
 The harness records each peer's true last beat, so every expiry is checked:
@@ -19,9 +22,8 @@ The harness records each peer's true last beat, so every expiry is checked:
 
 A contender with any of these is flagged as incorrect, not just timed.
 
-The cyclic garbage collector is paused while the steps run (as ``timeit`` does):
-all contenders share one process, and a full collection triggered by one
-contender's allocations would otherwise land in another's timed section.
+The cyclic garbage collector stays on, as in production: a contender whose
+structures make collections long pays for them.
 """
 
 from __future__ import annotations
@@ -31,21 +33,79 @@ import random
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import final
 
 from heartbeat_monitor import ManualClock
 
-from ._contenders import Contender
+from ._contenders import (
+    AsyncioTimers,
+    Contender,
+    FullScan,
+    HeapDeadlines,
+    MonitorContender,
+    TrackerContender,
+)
 
-__all__ = ("Outcome", "Schedule", "churn", "mass_expiry", "simulate", "steady")
+__all__ = (
+    "SIM_CONTENDERS",
+    "FairClock",
+    "Outcome",
+    "Schedule",
+    "churn",
+    "mass_expiry",
+    "simulate",
+    "steady",
+)
 
-#: Timeout, heartbeat interval (the article's: silent for two intervals) and resolution.
+#: Timeout, heartbeat interval (each peer beats every second) and resolution.
 TIMEOUT = 10.0
-INTERVAL = 5.0
+INTERVAL = 1.0
 RESOLUTION = 0.1
 STEP = 0.01
 #: Expiring less than this before the deadline is float rounding of the simulated clock
 #: (asyncio itself fires a timer up to its clock resolution early), not an early expiry.
 EARLY_TOLERANCE = 1e-6
+
+
+@final
+class FairClock:
+    """Simulated time that hands each reader a float of its own, as ``time.monotonic()`` does.
+
+    A :class:`~heartbeat_monitor.ManualClock` underneath (so the driver can subscribe to
+    its moves); ``now()`` returns a fresh float equal to its time.
+    """
+
+    __slots__ = ("_clock",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._clock = ManualClock(start)
+
+    def now(self) -> float:
+        return self._clock.now() + 0.0  # a new float object, the same value
+
+    def advance(self, seconds: float) -> float:
+        return self._clock.advance(seconds)
+
+    def subscribe(self, callback: Callable[[], object]) -> Callable[[], None]:
+        return self._clock.subscribe(callback)
+
+    def __repr__(self) -> str:
+        return f"FairClock(now={self._clock.now()!r})"
+
+
+#: The simulated-time contenders, each built on the shared simulated clock.
+SIM_CONTENDERS: tuple[Callable[[FairClock], Contender], ...] = (
+    lambda clock: TrackerContender(TIMEOUT, resolution=RESOLUTION, clock=clock),
+    lambda clock: MonitorContender(TIMEOUT, resolution=RESOLUTION, clock=clock),
+    lambda clock: FullScan(
+        TIMEOUT, clock.now, interval=INTERVAL, name=f"full scan @ interval ({INTERVAL:g} s)"
+    ),
+    lambda clock: FullScan(
+        TIMEOUT, clock.now, interval=RESOLUTION, name=f"full scan @ resolution ({RESOLUTION:g} s)"
+    ),
+    lambda clock: AsyncioTimers(TIMEOUT, clock.now, simulated=True),
+    lambda clock: HeapDeadlines(TIMEOUT, clock.now),
+)
 
 
 def peer_keys(prefix: str, count: int, start: int = 0) -> list[str]:
@@ -76,6 +136,8 @@ def _base(name: str, peers: int, seconds: float, window_from: float, seed: int) 
     bins: list[list[Hashable]] = [[] for _ in range(round(INTERVAL / STEP))]
     for key in keys:
         bins[rng.randrange(1, len(bins))].append(key)
+    for beating in bins:
+        rng.shuffle(beating)  # a step's beats arrive in any order, not the tracking order
     steps = round(seconds / STEP)
     return Schedule(name, peers, steps, round(window_from / STEP), bins, keys)
 
@@ -174,12 +236,12 @@ class Outcome:
 
 def simulate(
     schedule: Schedule,
-    make: Iterable[Callable[[ManualClock], Contender]],
+    make: Iterable[Callable[[FairClock], Contender]],
     *,
     progress: Callable[[int], object] | None = None,
 ) -> list[Outcome]:
     """Run ``schedule`` for every contender built by ``make`` (on one shared clock)."""
-    clock = ManualClock(0.0)
+    clock = FairClock(0.0)
     contenders = [factory(clock) for factory in make]
     outcomes = [Outcome(c.name) for c in contenders]
     expiries: list[list[tuple[Hashable, float, float]]] = [[] for _ in contenders]
@@ -192,11 +254,7 @@ def simulate(
     for key in schedule.initial:
         truth[key] = 0.0
     gc.collect()
-    gc.disable()
-    try:
-        _run_steps(schedule, clock, contenders, outcomes, expiries, truth, left, silent, progress)
-    finally:
-        gc.enable()
+    _run_steps(schedule, clock, contenders, outcomes, expiries, truth, left, silent, progress)
     end = clock.now()
     for contender, outcome, declared in zip(contenders, outcomes, expiries, strict=True):
         contender.close()
@@ -208,7 +266,7 @@ def simulate(
 
 def _run_steps(
     schedule: Schedule,
-    clock: ManualClock,
+    clock: FairClock,
     contenders: list[Contender],
     outcomes: list[Outcome],
     expiries: list[list[tuple[Hashable, float, float]]],

@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._cli import SIM_CONTENDERS
 from ._contenders import quiet_structlog
-from ._workloads import mass_expiry, simulate, steady
+from ._workloads import SIM_CONTENDERS, mass_expiry, simulate, steady
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
-from benchmarks._cli import SIM_CONTENDERS
 from benchmarks._contenders import Contender, FullScan, HeapDeadlines, Maintained
 from benchmarks._workloads import (
-    INTERVAL,
+    SIM_CONTENDERS,
     TIMEOUT,
+    FairClock,
     Outcome,
     Schedule,
     churn,
@@ -16,7 +16,6 @@ from benchmarks._workloads import (
     simulate,
     steady,
 )
-from heartbeat_monitor import ManualClock
 
 
 class EarlyScan(FullScan):
@@ -64,12 +63,12 @@ class DeafToUntrack(FullScan):
         pass
 
 
-def run(schedule: Schedule, *factories: Callable[[ManualClock], Contender]) -> dict[str, Outcome]:
+def run(schedule: Schedule, *factories: Callable[[FairClock], Contender]) -> dict[str, Outcome]:
     return {outcome.contender: outcome for outcome in simulate(schedule, factories)}
 
 
 def test_early_expiry_is_flagged():
-    outcome = run(steady(300, seconds=INTERVAL * 5), lambda c: EarlyScan(c.now))["early scan"]
+    outcome = run(steady(300, seconds=25), lambda c: EarlyScan(c.now))["early scan"]
     assert outcome.early > 0
     assert not outcome.correct
 
@@ -87,13 +86,33 @@ def test_duplicate_expiry_is_flagged():
 
 
 def test_expiry_after_untrack_is_flagged():
-    outcome = run(churn(300, seconds=INTERVAL * 5), lambda c: DeafToUntrack(c.now))
+    outcome = run(churn(300, seconds=25), lambda c: DeafToUntrack(c.now))
     assert outcome["deaf to untrack"].after_untrack > 0
 
 
 def test_every_real_contender_is_correct_on_a_small_run():
-    outcomes = run(churn(300, seconds=INTERVAL * 5), *SIM_CONTENDERS)
+    outcomes = run(churn(300, seconds=25), *SIM_CONTENDERS)
     assert len(outcomes) == len(SIM_CONTENDERS)
     for outcome in outcomes.values():
         assert outcome.correct, outcome.summary()
         assert outcome.expired > 0
+
+
+def test_the_paired_upkeep_rounds_check_both_contenders():
+    from benchmarks._core import paired_upkeep
+
+    result = paired_upkeep(300, rounds=2, seconds=25)
+    assert result["correct"]
+    assert len(result["ratio"]["rounds"]) == 2
+    assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
+
+
+def test_the_mass_expiry_probe_sees_every_peer_expire():
+    import asyncio
+
+    from benchmarks._mass import measure
+
+    result = asyncio.run(measure(500, 0.2, 0.05))
+    assert result["all_expired"]
+    assert result["expired"] == 500
+    assert result["probe_max_late_ms"] >= 0
