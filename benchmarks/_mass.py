@@ -52,7 +52,6 @@ class _GcTimer:
 
 
 async def measure(peers: int, peer_timeout: float, resolution: float) -> dict[str, Any]:
-    quiet_structlog()
     expired = 0
     latest = 0.0
     done = asyncio.Event()
@@ -115,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--resolution", type=float, default=0.1)
     args = parser.parse_args(argv)
+    quiet_structlog()
     result = asyncio.run(measure(args.peers, args.timeout, args.resolution))
     print(json.dumps(result))
     return 0 if result["all_expired"] else 1
