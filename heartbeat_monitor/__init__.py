@@ -7,18 +7,15 @@ that drives it on anyio, and the clocks they read. Transport adapters
 
 from __future__ import annotations
 
-from ._adapter import (
-    Connection,
-    GoneCallback,
-    MemoryClient,
-    MemoryTransport,
-    PeerGone,
-    PeerHub,
-    QueuedConnection,
-    Session,
-    Transport,
-)
+from ._callbacks import CallbackRunner
 from ._clock import Clock, ManualClock, MonotonicClock, VirtualClock
+from ._connection import (
+    ENTRY_POINT_GROUP,
+    ConnectionEnded,
+    QueuedConnection,
+    Transport,
+    serve_connection,
+)
 from ._errors import ConfigurationError, HeartbeatMonitorError, PeerError
 from ._events import (
     Event,
@@ -30,7 +27,19 @@ from ._events import (
     StormStarted,
     Suspected,
 )
-from ._monitor import EventStream, ExpireCallback, HeartbeatMonitor
+from ._hub import (
+    Audience,
+    Connection,
+    Episode,
+    GoneCallback,
+    Link,
+    OpenCallback,
+    PeerGone,
+    PeerHub,
+    PeerOpened,
+    Reason,
+)
+from ._monitor import ExpireCallback, HeartbeatMonitor
 from ._policy import (
     FixedTimeout,
     History,
@@ -40,12 +49,28 @@ from ._policy import (
     Policy,
     StatefulPolicy,
 )
+from ._refusals import Refusals
+from ._streams import EventStream
 from ._tracker import LivenessTracker
+from ._wire import (
+    MAX_MESSAGE_SIZE,
+    check_peer_id,
+    decode_message,
+    encode_message,
+    encode_shared,
+    parse_hello,
+)
 
 __all__ = (
+    "ENTRY_POINT_GROUP",
+    "MAX_MESSAGE_SIZE",
+    "Audience",
+    "CallbackRunner",
     "Clock",
     "ConfigurationError",
     "Connection",
+    "ConnectionEnded",
+    "Episode",
     "Event",
     "EventStream",
     "ExpireCallback",
@@ -55,22 +80,24 @@ __all__ = (
     "HeartbeatMonitor",
     "HeartbeatMonitorError",
     "History",
+    "Link",
     "LivenessTracker",
     "ManualClock",
-    "MemoryClient",
-    "MemoryTransport",
     "MissedBeats",
     "MonotonicClock",
+    "OpenCallback",
     "PeerError",
     "PeerEvent",
     "PeerGone",
     "PeerHub",
+    "PeerOpened",
     "PhiAccrual",
     "PhiHistory",
     "Policy",
     "QueuedConnection",
+    "Reason",
     "Recovered",
-    "Session",
+    "Refusals",
     "Stalled",
     "StatefulPolicy",
     "StormEnded",
@@ -78,6 +105,12 @@ __all__ = (
     "Suspected",
     "Transport",
     "VirtualClock",
+    "check_peer_id",
+    "decode_message",
+    "encode_message",
+    "encode_shared",
+    "parse_hello",
+    "serve_connection",
 )
 
 __version__ = "0.1.0"

@@ -10,9 +10,7 @@ expiry.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Self, final
@@ -21,8 +19,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._callbacks import CallbackRunner
 from ._clock import Clock, VirtualClock
 from ._errors import ConfigurationError
 from ._events import (
@@ -36,10 +34,11 @@ from ._events import (
     Suspected,
 )
 from ._policy import Policy
+from ._streams import EventStream
 from ._tracker import LivenessTracker
 from ._validate import optional_seconds
 
-__all__ = ("EventStream", "ExpireCallback", "HeartbeatMonitor")
+__all__ = ("ExpireCallback", "HeartbeatMonitor")
 
 #: A callback run for each expiry: a plain function or an ``async def``.
 ExpireCallback = Callable[[Expired], object] | Callable[[Expired], Awaitable[object]]
@@ -66,73 +65,6 @@ _LOG: dict[type[Event], tuple[str, str]] = {
 _logger = structlog.get_logger("heartbeat_monitor")
 
 
-def _is_async(callback: Callable[..., object]) -> bool:
-    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004 -- an object with ``async def __call__``
-    )
-
-
-@final
-class EventStream:
-    """An async iterator over the monitor's events, registered as soon as it is created.
-
-    Use it as ``async with monitor.events() as events: async for event in events``.
-    It ends when the monitor stops. A consumer that falls more than ``max_buffer``
-    events behind loses the newest ones (logged as ``heartbeat_monitor.events_dropped``);
-    the monitor itself never waits for a consumer.
-    """
-
-    __slots__ = ("_monitor", "_receive", "_send", "dropped")
-
-    def __init__(self, monitor: HeartbeatMonitor, max_buffer: int) -> None:
-        if max_buffer < 1:
-            raise ConfigurationError(f"max_buffer must be >= 1, not {max_buffer!r}")
-        send, receive = anyio.create_memory_object_stream[Event](max_buffer)
-        self._send: MemoryObjectSendStream[Event] = send
-        self._receive: MemoryObjectReceiveStream[Event] = receive
-        self._monitor = monitor
-        #: How many events this consumer missed because it fell behind.
-        self.dropped = 0
-        monitor._streams.add(self)
-
-    def _offer(self, event: Event) -> None:
-        try:
-            self._send.send_nowait(event)
-        except anyio.WouldBlock:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                _logger.warning("heartbeat_monitor.events_dropped", dropped=self.dropped)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.close()
-
-    def close(self) -> None:
-        """Stop receiving events (idempotent)."""
-        self._monitor._streams.discard(self)
-        self._send.close()
-        self._receive.close()
-
-    def _end(self) -> None:
-        """The monitor stopped: let the consumer drain what is buffered, then stop."""
-        self._monitor._streams.discard(self)
-        self._send.close()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self.close()
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
-
 @final
 class HeartbeatMonitor:
     """Runs a :class:`LivenessTracker` on anyio (asyncio or trio) and dispatches its events.
@@ -147,10 +79,12 @@ class HeartbeatMonitor:
     ``suspect``, ``storm_share`` and ``storm_max_hold`` are passed to the tracker.
 
     Callbacks (``on_expire``, ``on_suspect``, ``on_recover``, ``on_storm``,
-    ``on_stall``) may be plain or async functions. Plain ones run inline; async
-    ones run concurrently, at most ``max_concurrent_callbacks`` at a time, each
-    cut off after ``callback_timeout`` seconds if given. A callback that raises
-    is logged with its traceback and changes nothing else.
+    ``on_stall``) may be plain or async functions, run by the monitor's one
+    :class:`~heartbeat_monitor.CallbackRunner` (:attr:`runner`, shared with the
+    hub and the adapters): plain ones inline; async ones concurrently, at most
+    ``max_concurrent_callbacks`` at a time, each cut off after
+    ``callback_timeout`` seconds if given. A callback that raises is logged
+    with its traceback and changes nothing else.
 
     **Self-pause guard.** The driver measures how late it wakes (``loop_lag``).
     When it wakes more than ``stall_limit`` seconds late, its own event loop was
@@ -165,14 +99,10 @@ class HeartbeatMonitor:
         "__weakref__",
         "_batch",
         "_batch_size",
-        "_busy",
-        "_callback_timeout",
         "_callbacks",
         "_exit_stack",
         "_idle_at",
         "_max_block",
-        "_max_concurrent",
-        "_pending",
         "_progress",
         "_running",
         "_stall_grace",
@@ -183,10 +113,10 @@ class HeartbeatMonitor:
         "_task_group",
         "_tracker",
         "_wake",
-        "_workers",
         "beat",
         "loop_lag",
         "max_loop_lag",
+        "runner",
         "untrack",
     )
 
@@ -227,11 +157,11 @@ class HeartbeatMonitor:
             storm_share=storm_share,
             storm_max_hold=storm_max_hold,
         )
-        if max_concurrent_callbacks < 1:
-            raise ConfigurationError(
-                f"max_concurrent_callbacks must be >= 1, not {max_concurrent_callbacks!r}"
-            )
-        self._callback_timeout = optional_seconds("callback_timeout", callback_timeout)
+        #: The one callback runner of this monitor (its hub and adapters use it too).
+        self.runner = CallbackRunner(
+            max_concurrent=max_concurrent_callbacks,
+            timeout=optional_seconds("callback_timeout", callback_timeout),
+        )
         if batch_size is not None and batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1 or None, not {batch_size!r}")
         self._max_block: float = optional_seconds("max_block", max_block)  # type: ignore[assignment]
@@ -241,11 +171,10 @@ class HeartbeatMonitor:
         self._stall_limit = optional_seconds("stall_limit", stall_limit)
         grace = self._tracker.timeout if stall_grace is None else stall_grace
         self._stall_grace: float = optional_seconds("stall_grace", grace)  # type: ignore[assignment]
-        self._max_concurrent = max_concurrent_callbacks
         self._batch_size = batch_size
         #: The adaptive batch (entries per poll) when batch_size is None.
         self._batch = _FIRST_BATCH
-        self._callbacks: dict[type[Event], list[tuple[_Callback, bool]]] = {}
+        self._callbacks: dict[type[Event], list[_Callback]] = {}
         for register, callback in (
             (self.on_expire, on_expire),
             (self.on_suspect, on_suspect),
@@ -256,9 +185,6 @@ class HeartbeatMonitor:
             if callback is not None:
                 register(callback)
         self._streams: set[EventStream] = set()
-        self._pending: deque[tuple[Callable[[Any], Awaitable[object]], Event]] = deque()
-        self._workers = 0
-        self._busy = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self._progress: anyio.Event | None = None
@@ -305,7 +231,7 @@ class HeartbeatMonitor:
         if not callable(callback):
             raise ConfigurationError(f"a callback must be callable, not {callback!r}")
         for kind in kinds:
-            self._callbacks.setdefault(kind, []).append((callback, _is_async(callback)))
+            self._callbacks.setdefault(kind, []).append(callback)
 
     def on_expire(self, callback: ExpireCallback) -> ExpireCallback:
         """Register an expiry callback (plain or async); usable as a decorator."""
@@ -336,7 +262,7 @@ class HeartbeatMonitor:
         """Unregister ``callback`` from every kind of event; ``False`` if it was not registered."""
         found = False
         for entries in self._callbacks.values():
-            kept = [entry for entry in entries if entry[0] != callback]
+            kept = [entry for entry in entries if entry != callback]
             found = found or len(kept) < len(entries)
             entries[:] = kept
         return found
@@ -396,9 +322,14 @@ class HeartbeatMonitor:
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
+                self.runner.attach(task_group)
                 task_status.started()
-                await self._drive(virtual=virtual)
+                try:
+                    await self._drive(virtual=virtual)
+                finally:
+                    await self._drain_runner()
         finally:
+            self.runner.detach()
             self._task_group = None
             self._running = False
             self._wake = None
@@ -423,11 +354,13 @@ class HeartbeatMonitor:
             self._idle_at is not None
             and self._idle_at >= target
             and not self._due(target)
-            and not self._pending
-            and self._workers == 0
+            and self.runner.idle
         ):
             if not self._running:
                 raise RuntimeError("the HeartbeatMonitor is not running")
+            if not self.runner.idle:
+                await self.runner.wait_idle()
+                continue
             if self._progress is None:
                 self._progress = anyio.Event()
             await self._progress.wait()
@@ -525,62 +458,15 @@ class HeartbeatMonitor:
                 stream._offer(event)
         callbacks = self._callbacks
         if callbacks:
-            pending = self._pending
+            call = self.runner.call
             for event in events:
-                for callback, is_async in callbacks.get(type(event), ()):
-                    if is_async:
-                        pending.append((callback, event))  # type: ignore[arg-type]
-                        continue
-                    try:
-                        callback(event)
-                    except Exception:
-                        _logger.exception(
-                            "heartbeat_monitor.callback_failed",
-                            callback=repr(callback),
-                            peer=getattr(event, "key", None),
-                        )
-            task_group = self._task_group
-            assert task_group is not None
-            # Idle workers will take what is queued; start more only for the rest, up to the cap.
-            while (
-                pending
-                and self._workers < self._max_concurrent
-                and self._workers - self._busy < len(pending)
-            ):
-                self._workers += 1
-                task_group.start_soon(self._callback_worker)
+                for callback in callbacks.get(type(event), ()):
+                    call(callback, event)
 
-    async def _callback_worker(self) -> None:
-        pending = self._pending
-        timeout = self._callback_timeout
-        try:
-            while pending:
-                callback, event = pending.popleft()
-                self._busy += 1
-                peer = getattr(event, "key", None)
-                try:
-                    if timeout is None:
-                        await callback(event)
-                    else:
-                        with anyio.move_on_after(timeout) as scope:
-                            await callback(event)
-                        if scope.cancelled_caught:
-                            _logger.error(
-                                "heartbeat_monitor.callback_timeout",
-                                callback=repr(callback),
-                                peer=peer,
-                                timeout=timeout,
-                            )
-                except Exception:
-                    _logger.exception(
-                        "heartbeat_monitor.callback_failed", callback=repr(callback), peer=peer
-                    )
-                finally:
-                    self._busy -= 1
-        finally:
-            self._workers -= 1
-            if not self._workers:
-                self._notify_progress()
+    async def _drain_runner(self) -> None:
+        """Stopping: let running async callbacks finish (each is bounded by its timeout)."""
+        if self._stopping and not self.runner.idle:
+            await self.runner.wait_idle()
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

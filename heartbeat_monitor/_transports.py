@@ -19,8 +19,9 @@ import anyio
 import anyio.abc
 import structlog
 
-from ._adapter import ENTRY_POINT_GROUP, PeerHub, Transport
+from ._connection import ENTRY_POINT_GROUP, Transport
 from ._errors import ConfigurationError
+from ._hub import PeerHub
 from ._monitor import HeartbeatMonitor
 
 __all__ = ("add_transport_options", "available", "load_transport", "run_serve", "serve")

@@ -8,7 +8,7 @@ end of stream in the middle of a frame is a lost connection.
 Half-open connections: a peer whose host vanished never sends FIN, so the
 reader would wait forever; the heartbeat timeout ends that episode and the
 server closes the socket (this is what heartbeats are for). A peer that
-half-closes (shuts down its write side) has said goodbye: ``closed by peer``.
+half-closes (shuts down its write side) has said goodbye: ``client disconnect``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from heartbeat_monitor import PeerHub, QueuedConnection
-from heartbeat_monitor._adapter import (
+from heartbeat_monitor import (
     MAX_MESSAGE_SIZE,
     ConnectionEnded,
+    PeerHub,
+    QueuedConnection,
+    Reason,
     encode_message,
     serve_connection,
 )
@@ -115,9 +117,11 @@ class TcpTransport:
             raise ConnectionEnded(reason, bad=True) from None
         except anyio.IncompleteRead:
             if reader.buffer:
-                raise ConnectionEnded("connection lost: partial frame at end of stream") from None
-            raise ConnectionEnded("closed by peer") from None
+                detail = "partial frame at end of stream"
+                raise ConnectionEnded(Reason.TRANSPORT_ERROR, detail=detail) from None
+            raise ConnectionEnded(Reason.CLIENT_DISCONNECT) from None
         except anyio.ClosedResourceError:
-            raise ConnectionEnded("closed by server") from None
+            raise ConnectionEnded(Reason.TRANSPORT_CLOSE, detail="closed by server") from None
         except (anyio.BrokenResourceError, OSError) as exc:
-            raise ConnectionEnded(f"connection lost: {exc or exc.__class__.__name__}") from None
+            detail = str(exc) or exc.__class__.__name__
+            raise ConnectionEnded(Reason.TRANSPORT_ERROR, detail=detail) from None

@@ -76,9 +76,12 @@ import anyio
 import anyio.abc
 import structlog
 
-from heartbeat_monitor import PeerError, PeerHub
-from heartbeat_monitor._adapter import (
+from heartbeat_monitor import (
     MAX_MESSAGE_SIZE,
+    Link,
+    PeerError,
+    PeerHub,
+    Reason,
     check_peer_id,
     decode_message,
     encode_message,
@@ -187,6 +190,8 @@ class UdpTransport:
         self.max_size = max_size
         self._wall_clock = wall_clock
         self._last_ts: dict[str, int] = {}
+        #: peer id -> its link (an ended one is dropped when its peer is next heard of).
+        self._links: dict[str, Link] = {}
         #: address -> (signing key, messages not yet sent there)
         self._pending: dict[tuple[str, int], tuple[bytes | None, list[str]]] = {}
         self._max_queue = max_queue
@@ -267,6 +272,7 @@ class UdpTransport:
         last_ts[peer] = ts
         if len(last_ts) > 2 * len(hub) + 1024:
             self._forget_old_timestamps()
+            self._links = {peer: link for peer, link in self._links.items() if not link.ended}
         kind = message["type"]
         if kind != "beat" and kind != "bye":
             raise PeerError(f"protocol: unknown message type {kind!r:.40}")
@@ -275,17 +281,23 @@ class UdpTransport:
                 self._queue(self._challenge, signing_key, address)
             _logger.debug("heartbeat_monitor.udp.challenged", peer=peer, kind=kind)
             return
-        session = hub.session(peer)
+        link = self._links.get(peer)
+        if link is not None and link.ended:
+            del self._links[peer]
+            link = None
         if kind == "bye":
-            if session is not None:
-                hub.close(session, "closed by peer")
-        elif session is None:
-            hub.open(peer, _UdpConnection(self, address, signing_key))
+            if link is not None:
+                hub.close(link, Reason.CLIENT_DISCONNECT)
+                del self._links[peer]
+        elif link is None:
+            link = hub.open(_UdpConnection(self, address, signing_key), peer)
+            if link is not None:
+                self._links[peer] = link
         else:
-            connection = session.connection
+            connection = link.connection
             assert isinstance(connection, _UdpConnection)
             connection.address = address  # authenticated (with a key): follow NAT rebinding
-            hub.beat(session)
+            hub.beat(link)
 
     def _forget_old_timestamps(self) -> None:
         """Drop replay state that the freshness rule makes useless anyway."""

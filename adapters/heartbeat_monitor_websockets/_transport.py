@@ -27,8 +27,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
-from heartbeat_monitor import PeerHub, QueuedConnection
-from heartbeat_monitor._adapter import MAX_MESSAGE_SIZE, ConnectionEnded, serve_connection
+from heartbeat_monitor import (
+    MAX_MESSAGE_SIZE,
+    ConnectionEnded,
+    PeerHub,
+    QueuedConnection,
+    Reason,
+    serve_connection,
+)
 
 __all__ = ("CLOSE_EXPIRED", "CLOSE_REFUSED", "WebSocketTransport")
 
@@ -48,7 +54,7 @@ def _close_frame_reason(reason: str) -> str:
 
 
 def _close_code(reason: str) -> int:
-    if reason.startswith("expired"):
+    if reason.startswith(Reason.HEARTBEAT_TIMEOUT):
         return CLOSE_EXPIRED
     if reason.startswith("refused"):
         return CLOSE_REFUSED
@@ -71,17 +77,18 @@ class _WsConnection(QueuedConnection):
         await self._websocket.close(_close_code(reason), _close_frame_reason(reason))
 
 
-def _ended(exc: ConnectionClosed, websocket: ServerConnection) -> tuple[bool, str]:
-    """(is bad input, reason) for a connection that ended."""
+def _ended(exc: ConnectionClosed, websocket: ServerConnection) -> ConnectionEnded:
+    """Why a connection ended: bad input, a clean close by the peer, or a lost connection."""
     sent: Close | None = exc.sent
     rcvd: Close | None = exc.rcvd
     if sent is not None and sent.code in _BAD_INPUT and (rcvd is None or rcvd.code == sent.code):
-        return True, f"{_BAD_INPUT[sent.code]}: {sent.code} {sent.reason}".rstrip()
+        return ConnectionEnded(f"{_BAD_INPUT[sent.code]}: {sent.code} {sent.reason}", bad=True)
     if rcvd is None:
-        if sent is not None:
-            return False, f"connection lost: {sent.code} {sent.reason}".rstrip()
-        return False, "connection lost: no close frame"
-    return False, f"closed by peer: {rcvd.code} {rcvd.reason}".rstrip()
+        if sent is not None:  # e.g. 1011 keepalive ping timeout
+            detail = f"{sent.code} {sent.reason}".rstrip()
+            return ConnectionEnded(Reason.TRANSPORT_ERROR, detail=detail)
+        return ConnectionEnded(Reason.TRANSPORT_CLOSE, detail="no close frame")
+    return ConnectionEnded(Reason.CLIENT_DISCONNECT, detail=f"{rcvd.code} {rcvd.reason}".rstrip())
 
 
 @final
@@ -142,8 +149,7 @@ class WebSocketTransport:
             try:
                 return await websocket.recv()
             except ConnectionClosed as exc:
-                bad, reason = _ended(exc, websocket)
-                raise ConnectionEnded(reason, bad=bad) from None
+                raise _ended(exc, websocket) from None
 
         try:
             await serve_connection(

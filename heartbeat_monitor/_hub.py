@@ -1,0 +1,649 @@
+"""The hub: the one place where a peer's life is decided, for every transport.
+
+Theory of operation
+===================
+
+A transport translates its connections into five calls and nothing else::
+
+    link = hub.open(connection, peer)     a connection is identified as ``peer``
+    hub.receive(link, data) / hub.beat(link)    it sent something: beat (or refuse)
+    hub.close(link, reason)               it ended (the client left, the socket broke)
+    hub.refuse(link, reason)              it sent bad input: end it with ``refused: <kind>``
+    hub.refuse_input(transport, reason)   bad input that belongs to no link (counted, logged)
+
+The hub answers through the connection (``send`` a message, ``close`` with a
+reason) and tells the other peers through one :class:`Audience`.
+
+An **episode** is one tracking of a peer, from its first connection to its
+end; it is the monitor's key. A peer id has at most one open episode. A second
+connection with the same id joins it when the transport opened it ``shared``
+(an authenticated identity, e.g. several browser tabs of one user) and is
+refused as ``peer id in use`` otherwise (an unauthenticated hello cannot take
+over or keep alive someone else's peer). Each connection of an episode is a
+:class:`Link`.
+
+An episode ends **exactly once**, synchronously, in :meth:`PeerHub._end` —
+whichever comes first of: its last link closing, a refusal of its last link,
+expiry by the monitor, :meth:`PeerHub.end`, or :meth:`PeerHub.close_all`. The
+end is marked before anything else happens, so every later path finds it
+ended and stops. Then, once:
+
+1. every remaining link's connection is asked to close with the reason;
+2. a :class:`PeerGone` is published: gates first (async checks such as "is
+   this identity still connected to another node?", see :meth:`add_gate`),
+   then the ``on_gone`` callbacks through the monitor's one callback runner,
+   then the others are told (``peer_gone``) through the audience.
+
+Reasons are one vocabulary across transports (:class:`Reason`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol, final
+
+import structlog
+
+from ._callbacks import is_async
+from ._errors import ConfigurationError, PeerError
+from ._events import Expired, PeerEvent
+from ._monitor import HeartbeatMonitor
+from ._refusals import Refusals, kind_of
+from ._wire import MAX_MESSAGE_SIZE, decode_message
+
+__all__ = (
+    "Audience",
+    "Connection",
+    "Episode",
+    "GoneCallback",
+    "Link",
+    "OpenCallback",
+    "PeerGone",
+    "PeerHub",
+    "PeerOpened",
+    "Reason",
+)
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+
+@final
+class Reason:
+    """Why an episode ended: one vocabulary for every transport (see docs/reasons.md)."""
+
+    #: Silent for longer than its timeout: the monitor expired it.
+    HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
+    #: The client said goodbye (a clean close, a ``bye``, ``socket.disconnect()``).
+    CLIENT_DISCONNECT: Final = "client disconnect"
+    #: The connection ended without a goodbye (end of stream, a closed socket).
+    TRANSPORT_CLOSE: Final = "transport close"
+    #: The connection broke (a reset, a frame cut short).
+    TRANSPORT_ERROR: Final = "transport error"
+    #: The server is stopping.
+    SERVER_SHUTDOWN: Final = "server shutdown"
+    #: The application disconnected it (python-socketio's ``sio.disconnect(sid)``).
+    SERVER_DISCONNECT: Final = "server disconnect"
+    #: engine.io's own ping went unanswered (Socket.IO only).
+    PING_TIMEOUT: Final = "ping timeout"
+    #: Its node stopped beating into Redis; another node ended it.
+    NODE_GONE: Final = "node gone"
+    #: Bad input: ``refused: <kind>`` (``malformed``, ``oversized``, ``flood``, ...).
+    REFUSED: Final = "refused"
+
+    @staticmethod
+    def refused(reason: str) -> str:
+        """``"refused: <kind>"`` for a refusal reason such as ``"malformed: not JSON"``."""
+        return f"refused: {kind_of(reason)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerGone(PeerEvent):
+    """An episode ended: exactly one per episode. ``key`` is the peer id."""
+
+    #: Which episode of this peer id ended (1, 2, ... within one hub; 0 for a remote peer).
+    episode: int
+    #: Why, in the :class:`Reason` vocabulary.
+    reason: str
+    #: True when the monitor expired the peer (it went silent).
+    expired: bool = False
+    #: More about the reason, where there is more (what was malformed, for how long silent).
+    detail: str = ""
+
+    @property
+    def peer(self) -> Hashable:
+        """The peer id (the same as ``key``)."""
+        return self.key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerOpened(PeerEvent):
+    """A new episode began (a peer id's first connection). ``key`` is the peer id."""
+
+    episode: int
+    #: The transport of its first connection.
+    transport: str
+
+
+#: A callback for each :class:`PeerGone` (plain or ``async def``; run by the callback runner).
+GoneCallback = Callable[[PeerGone], object] | Callable[[PeerGone], Awaitable[object]]
+#: A callback for each :class:`PeerOpened`.
+OpenCallback = Callable[[PeerOpened], object] | Callable[[PeerOpened], Awaitable[object]]
+#: An async check before a departure is published: ``False`` keeps it quiet.
+Gate = Callable[[PeerGone], Awaitable[bool]]
+
+
+class Connection(Protocol):
+    """What the hub needs from one connection. Both methods return at once."""
+
+    @property
+    def transport(self) -> str:
+        """The transport's name, for log events (``heartbeat_monitor.<transport>.*``)."""
+
+    def send(self, message: Mapping[str, object]) -> None:
+        """Queue a message to the peer (may be dropped if the peer does not read)."""
+
+    def close(self, reason: str) -> None:
+        """Start ending the connection, telling the peer ``reason`` where possible."""
+
+
+class Audience(Protocol):
+    """How the hub tells the others: one method, given by the transport."""
+
+    def tell(
+        self,
+        event: str,
+        payload: Mapping[str, object],
+        *,
+        rooms: Collection[Hashable] | None,
+        exclude: Collection[Connection],
+    ) -> None:
+        """Send ``event`` with ``payload`` to every connection in ``rooms`` (all: ``None``)."""
+
+
+@final
+class Episode:
+    """One tracking of one peer, from its first connection to its end; the monitor's key.
+
+    Hashed by identity, so a peer that comes back never shares state with its
+    previous episode. Once ended it holds no connection.
+    """
+
+    __slots__ = ("links", "number", "peer", "reason", "shared")
+
+    def __init__(self, peer: Hashable, number: int, *, shared: bool) -> None:
+        self.peer = peer
+        self.number = number
+        self.shared = shared
+        #: The open connections of this episode.
+        self.links: list[Link] = []
+        #: The reason it ended, once it has.
+        self.reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Episode({self.peer!r}, {self.number})"
+
+
+@final
+class Link:
+    """One connection of an episode: what a transport holds and hands back to the hub."""
+
+    __slots__ = (
+        "connection",
+        "episode",
+        "last_beat",
+        "over",
+        "rooms",
+        "window_count",
+        "window_start",
+    )
+
+    def __init__(self, connection: Connection, episode: Episode, now: float) -> None:
+        self.connection = connection
+        self.episode = episode
+        #: The rooms this connection is in (``None``: none yet).
+        self.rooms: set[Hashable] | None = None
+        self.window_start = now
+        self.window_count = 0
+        #: Consecutive one-second windows over ``max_rate`` so far.
+        self.over = 0
+        #: When this connection's last counted beat was (for ``min_beat_gap``).
+        self.last_beat = now
+
+    @property
+    def peer(self) -> Hashable:
+        return self.episode.peer
+
+    @property
+    def ended(self) -> bool:
+        """Whether this link no longer beats for its episode."""
+        return self.episode.reason is not None or self not in self.episode.links
+
+    def __repr__(self) -> str:
+        return f"Link({self.episode.peer!r}, {self.connection.transport})"
+
+
+@final
+class _LinkAudience:
+    """The default audience: each connection's ``send`` (``peer_gone`` goes as ``gone``)."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: PeerHub) -> None:
+        self._hub = hub
+
+    def tell(
+        self,
+        event: str,
+        payload: Mapping[str, object],
+        *,
+        rooms: Collection[Hashable] | None,
+        exclude: Collection[Connection],
+    ) -> None:
+        message = {"type": "gone" if event == "peer_gone" else event, **payload}
+        for episode in tuple(self._hub._episodes.values()):
+            for link in episode.links:
+                if link.connection in exclude:
+                    continue
+                if rooms is not None and (link.rooms is None or link.rooms.isdisjoint(rooms)):
+                    continue
+                link.connection.send(message)
+
+
+@final
+class PeerHub:
+    """Episodes, identities, refusals and ends for every transport of one monitor.
+
+    ``PeerHub(monitor)`` registers itself for the monitor's expiries. Options:
+
+    * ``max_rate``: messages a connection may send per second. The excess is
+      dropped; a connection over the limit for two windows in a row is a flood
+      and is refused (a burst that waited in socket buffers during a stall of
+      the server is one window, not a flood);
+    * ``min_beat_gap``: beats closer together than this are not passed to the
+      monitor (they prove nothing new); ``max_size``: largest message, bytes;
+    * ``notify``: tell the others of each departure (``"peer_gone"``) or not
+      (``"none"``); ``scope``: whom — the connections sharing a room with the
+      departed peer (``"rooms"``) or every connection (``"all"``);
+    * ``audience``: how to tell them (default: each connection's ``send``).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_episodes",
+        "_gates",
+        "_gone_callbacks",
+        "_number",
+        "_open_callbacks",
+        "_runner",
+        "audience",
+        "max_rate",
+        "max_size",
+        "min_beat_gap",
+        "monitor",
+        "notify",
+        "refused",
+        "scope",
+    )
+
+    def __init__(
+        self,
+        monitor: HeartbeatMonitor,
+        *,
+        max_rate: int | None = 100,
+        min_beat_gap: float = 0.0,
+        max_size: int = MAX_MESSAGE_SIZE,
+        notify: Literal["peer_gone", "none"] = "peer_gone",
+        scope: Literal["rooms", "all"] = "all",
+        audience: Audience | None = None,
+        on_gone: GoneCallback | None = None,
+    ) -> None:
+        if max_rate is not None and (type(max_rate) is not int or max_rate < 1):
+            raise ConfigurationError(f"max_rate must be an int >= 1 or None, not {max_rate!r}")
+        if not 0 <= min_beat_gap < monitor.tracker.timeout:
+            raise ConfigurationError(
+                f"min_beat_gap must be >= 0 and below the timeout, not {min_beat_gap!r}"
+            )
+        if notify not in ("peer_gone", "none"):
+            raise ConfigurationError(f"notify must be 'peer_gone' or 'none', not {notify!r}")
+        if scope not in ("rooms", "all"):
+            raise ConfigurationError(f"scope must be 'rooms' or 'all', not {scope!r}")
+        self.monitor = monitor
+        self.max_rate = max_rate
+        self.min_beat_gap = float(min_beat_gap)
+        self.max_size = max_size
+        self.notify = notify
+        self.scope = scope
+        self.audience: Audience = _LinkAudience(self) if audience is None else audience
+        #: Refusals of bad input so far, by kind (``oversized``, ``malformed``, ``flood``, ...).
+        self.refused = Refusals()
+        self._clock = monitor.clock
+        self._runner = monitor.runner
+        self._episodes: dict[Hashable, Episode] = {}
+        self._number = 0
+        self._gone_callbacks: list[GoneCallback] = []
+        self._open_callbacks: list[OpenCallback] = []
+        self._gates: list[Gate] = []
+        if on_gone is not None:
+            self.on_gone(on_gone)
+        monitor.on_expire(self._expired)
+
+    # -- registration ----------------------------------------------------------------------
+
+    def on_gone(self, callback: GoneCallback) -> GoneCallback:
+        """Run ``callback(PeerGone)`` for every departure (plain or async); a decorator too."""
+        if not callable(callback):
+            raise ConfigurationError(f"on_gone needs a callable, not {callback!r}")
+        self._gone_callbacks.append(callback)
+        return callback
+
+    def on_open(self, callback: OpenCallback) -> OpenCallback:
+        """Run ``callback(PeerOpened)`` for every new episode (plain or async)."""
+        if not callable(callback):
+            raise ConfigurationError(f"on_open needs a callable, not {callback!r}")
+        self._open_callbacks.append(callback)
+        return callback
+
+    def add_gate(self, gate: Gate) -> None:
+        """Publish a departure only once ``await gate(event)`` is true (e.g. a cluster check).
+
+        Gates run in the callback runner, in order; one that raises or says
+        ``False`` keeps that departure from the callbacks and the others.
+        """
+        if not is_async(gate):
+            raise ConfigurationError(f"a gate must be an async function, not {gate!r}")
+        self._gates.append(gate)
+
+    def detach(self) -> None:
+        """Stop receiving the monitor's expiries (a monitor shared with other code goes on)."""
+        self.monitor.remove_callback(self._expired)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._episodes
+
+    def episode(self, peer: Hashable) -> Episode | None:
+        """The open episode of ``peer``, if any."""
+        return self._episodes.get(peer)
+
+    def episodes(self) -> list[Episode]:
+        """A snapshot of the open episodes."""
+        return list(self._episodes.values())
+
+    def peers(self) -> list[Hashable]:
+        """A snapshot of the peer ids with an open episode."""
+        return list(self._episodes)
+
+    def rooms_of(self, episode: Episode) -> set[Hashable]:
+        """The rooms any connection of ``episode`` is in."""
+        rooms: set[Hashable] = set()
+        for link in episode.links:
+            if link.rooms:
+                rooms |= link.rooms
+        return rooms
+
+    # -- what transports call --------------------------------------------------------------
+
+    def open(self, connection: Connection, peer: Hashable, *, shared: bool = False) -> Link | None:
+        """``connection`` is identified as ``peer``: its link, or ``None`` if refused.
+
+        A new episode begins unless ``peer`` has an open one: a ``shared`` one (an
+        authenticated identity) gains this connection, which counts as a beat;
+        otherwise the id is in use and the connection is refused (``None``; the
+        refusal is counted and logged, the caller closes the connection).
+        """
+        episode = self._episodes.get(peer)
+        now = self._clock.now()
+        if episode is not None:
+            if not (shared and episode.shared):
+                self.refuse_input(connection.transport, "peer id in use", peer=peer)
+                return None
+            link = Link(connection, episode, now)
+            episode.links.append(link)
+            self.monitor.beat(episode)
+            return link
+        self._number += 1
+        episode = Episode(peer, self._number, shared=shared)
+        link = Link(connection, episode, now)
+        episode.links.append(link)
+        self._episodes[peer] = episode
+        self.monitor.track(episode)
+        _logger.debug(
+            f"heartbeat_monitor.{connection.transport}.peer_opened",
+            peer=peer,
+            episode=episode.number,
+        )
+        if self._open_callbacks:
+            event = PeerOpened(key=peer, episode=episode.number, transport=connection.transport)
+            call = self._runner.call
+            for callback in self._open_callbacks:
+                call(callback, event)
+        return link
+
+    def receive(self, link: Link, data: bytes | str) -> bool:
+        """A wire message from the peer: beat, or refuse it (closing the connection).
+
+        ``True`` while the link stays open (keep reading), ``False`` once it ended.
+        """
+        if link.episode.reason is not None:
+            return False
+        try:
+            message = decode_message(data, max_size=self.max_size)
+            claimed = message.get("peer")
+            if claimed is not None and claimed != link.episode.peer:
+                raise PeerError(f"spoofed: beat for peer {claimed!r:.60} on {link.episode.peer!r}")
+        except PeerError as exc:
+            self.refuse(link, str(exc))
+            return False
+        self.beat(link)
+        return link.episode.reason is None and link in link.episode.links
+
+    def beat(self, link: Link) -> bool:
+        """Traffic from the peer: ``True`` if it counted as a beat.
+
+        Over ``max_rate`` the excess is dropped (``False``); a second window in a
+        row over it refuses the connection as a flood.
+        """
+        now = self._clock.now()
+        max_rate = self.max_rate
+        if max_rate is not None:
+            if now - link.window_start >= 1.0:
+                link.over = link.over + 1 if link.window_count > max_rate else 0
+                link.window_start = now
+                link.window_count = 0
+            link.window_count += 1
+            if link.window_count > max_rate:
+                if link.over:
+                    self.refuse(link, f"flood: more than {max_rate} messages per second")
+                return False
+        gap = self.min_beat_gap
+        if gap:
+            if now - link.last_beat < gap:
+                return False
+            link.last_beat = now
+        return self.monitor.beat(link.episode)
+
+    def close(self, link: Link, reason: str, *, detail: str = "") -> bool:
+        """The connection ended (``reason`` from :class:`Reason`); ``False`` if already ended.
+
+        The episode ends with ``reason`` when this was its last connection.
+        """
+        episode = link.episode
+        if episode.reason is not None or link not in episode.links:
+            return False
+        if len(episode.links) > 1:
+            episode.links.remove(link)
+            return True
+        return self._end(episode, reason, detail=detail)
+
+    def refuse(self, link: Link, reason: str) -> None:
+        """Bad input on ``link``: count and log it, end the link, close its connection.
+
+        ``reason`` starts with the kind (``"malformed: not JSON"``); the episode
+        ends with ``refused: <kind>`` when this was its last connection, and the
+        peer is told the whole reason.
+        """
+        episode = link.episode
+        if episode.reason is not None or link not in episode.links:
+            return
+        connection = link.connection
+        self.refuse_input(connection.transport, reason, peer=episode.peer)
+        told = f"refused: {reason}"
+        if len(episode.links) > 1:
+            episode.links.remove(link)
+        else:
+            self._end(episode, Reason.refused(reason), detail=reason, close=False)
+        connection.close(told)
+
+    def refuse_input(self, transport: str, reason: str, **fields: object) -> None:
+        """Count and log (paced) bad input that belongs to no link, or to one being refused."""
+        self.refused.add(transport, reason, **fields)
+
+    def join(self, link: Link, room: Hashable) -> None:
+        """``link``'s connection is in ``room`` (its peer's departures go to the room)."""
+        if link.rooms is None:
+            link.rooms = {room}
+        else:
+            link.rooms.add(room)
+
+    def leave(self, link: Link, room: Hashable) -> None:
+        """``link``'s connection left ``room``."""
+        if link.rooms is not None:
+            link.rooms.discard(room)
+
+    # -- what applications call ------------------------------------------------------------
+
+    def end(self, peer: Hashable, reason: str = Reason.SERVER_DISCONNECT) -> bool:
+        """End ``peer``'s episode now, closing its connections; ``False`` if none is open."""
+        episode = self._episodes.get(peer)
+        return episode is not None and self._end(episode, reason)
+
+    def close_all(
+        self,
+        reason: str = Reason.SERVER_SHUTDOWN,
+        *,
+        transport: str | None = None,
+        notify: bool = False,
+    ) -> int:
+        """End every open episode (of one ``transport``, or all): the server is stopping.
+
+        Each gets its one :class:`PeerGone`; the others are told only with
+        ``notify=True`` (on one node everyone is leaving; in a cluster they are not).
+        """
+        ended = 0
+        for episode in self.episodes():
+            if transport is None or any(
+                link.connection.transport == transport for link in episode.links
+            ):
+                ended += self._end(episode, reason, tell=notify)
+        return ended
+
+    def announce(self, event: PeerGone, *, rooms: Collection[Hashable] | None = None) -> None:
+        """Publish a departure that has no local episode (a peer of a dead node, say).
+
+        The ``on_gone`` callbacks run and the others are told, as for a local end;
+        gates are skipped (whoever calls this has decided).
+        """
+        self._publish(event, rooms, (), tell=True)
+
+    # -- the end of an episode -------------------------------------------------------------
+
+    def _expired(self, event: Expired) -> None:
+        episode = event.key
+        if type(episode) is not Episode or self._episodes.get(episode.peer) is not episode:
+            return  # someone else's key on a shared monitor, or another hub's
+        silent = event.expired_at - event.last_beat
+        self._end(
+            episode, Reason.HEARTBEAT_TIMEOUT, detail=f"silent for {silent:.3f} s", expired=True
+        )
+
+    def _end(
+        self,
+        episode: Episode,
+        reason: str,
+        *,
+        detail: str = "",
+        expired: bool = False,
+        close: bool = True,
+        tell: bool = True,
+    ) -> bool:
+        """The one place an episode ends: ``True`` the first time only."""
+        if episode.reason is not None:
+            return False
+        episode.reason = reason
+        if not expired:
+            self.monitor.untrack(episode)
+        if self._episodes.get(episode.peer) is episode:
+            del self._episodes[episode.peer]
+        links, episode.links = episode.links, []
+        rooms: set[Hashable] = set()
+        connections: list[Connection] = []
+        for link in links:
+            connections.append(link.connection)
+            if link.rooms:
+                rooms |= link.rooms
+        transport = connections[0].transport if connections else "hub"
+        _logger.info(
+            "heartbeat_monitor.peer_gone",
+            transport=transport,
+            peer=episode.peer,
+            episode=episode.number,
+            reason=reason,
+            **({"detail": detail} if detail else {}),
+        )
+        if close:
+            timeout = reason == Reason.HEARTBEAT_TIMEOUT
+            told = f"{reason}: {detail}" if detail and not timeout else reason
+            for connection in connections:
+                connection.close(told)
+        event = PeerGone(
+            key=episode.peer, episode=episode.number, reason=reason, expired=expired, detail=detail
+        )
+        scope = rooms if self.scope == "rooms" else None
+        if self._gates:
+            self._runner.spawn(self._publish_gated, event, scope, connections, tell)
+        else:
+            self._publish(event, scope, connections, tell=tell)
+        return True
+
+    async def _publish_gated(
+        self,
+        event: PeerGone,
+        rooms: Collection[Hashable] | None,
+        exclude: Collection[Connection],
+        tell: bool,
+    ) -> None:
+        for gate in self._gates:
+            if not await gate(event):
+                return
+        self._publish(event, rooms, exclude, tell=tell)
+
+    def _publish(
+        self,
+        event: PeerGone,
+        rooms: Collection[Hashable] | None,
+        exclude: Collection[Connection],
+        *,
+        tell: bool,
+    ) -> None:
+        call = self._runner.call
+        for callback in self._gone_callbacks:
+            call(callback, event)
+        if not tell or self.notify == "none" or (rooms is not None and not rooms):
+            return
+        try:
+            self.audience.tell(
+                "peer_gone",
+                {"peer": event.key, "reason": event.reason},
+                rooms=rooms,
+                exclude=exclude,
+            )
+        except Exception:
+            _logger.exception("heartbeat_monitor.notify_failed", peer=event.key)
+
+    def __repr__(self) -> str:
+        return f"<PeerHub peers={len(self._episodes)} refused={dict(self.refused)}>"
