@@ -39,6 +39,8 @@ Reasons are one vocabulary across transports (:class:`Reason`).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, final
@@ -208,7 +210,7 @@ class Link:
         #: Consecutive one-second windows over ``max_rate`` so far.
         self.over = 0
         #: When this connection's last counted beat was (for ``min_beat_gap``).
-        self.last_beat = now
+        self.last_beat = -math.inf
 
     @property
     def peer(self) -> Hashable:
@@ -256,12 +258,13 @@ class PeerHub:
 
     ``PeerHub(monitor)`` registers itself for the monitor's expiries. Options:
 
-    * ``max_rate``: messages a connection may send per second. The excess is
-      dropped; a connection over the limit for two windows in a row is a flood
-      and is refused (a burst that waited in socket buffers during a stall of
-      the server is one window, not a flood);
+    * ``max_rate``: messages a connection may send per second. A connection
+      over the limit for two one-second windows in a row is a flood and is
+      refused; a burst that waited in socket buffers during a stall of the
+      server is one window, not a flood, and its beats still count;
     * ``min_beat_gap``: beats closer together than this are not passed to the
       monitor (they prove nothing new); ``max_size``: largest message, bytes;
+    * ``timeout``: this hub's peers' timeout, if not the monitor's;
     * ``notify``: tell the others of each departure (``"peer_gone"``) or not
       (``"none"``); ``scope``: whom — the connections sharing a room with the
       departed peer (``"rooms"``) or every connection (``"all"``);
@@ -276,7 +279,9 @@ class PeerHub:
         "_number",
         "_open_callbacks",
         "_runner",
+        "_timeout",
         "audience",
+        "gone",
         "max_rate",
         "max_size",
         "min_beat_gap",
@@ -290,6 +295,7 @@ class PeerHub:
         self,
         monitor: HeartbeatMonitor,
         *,
+        timeout: float | None = None,
         max_rate: int | None = 100,
         min_beat_gap: float = 0.0,
         max_size: int = MAX_MESSAGE_SIZE,
@@ -317,6 +323,10 @@ class PeerHub:
         self.audience: Audience = _LinkAudience(self) if audience is None else audience
         #: Refusals of bad input so far, by kind (``oversized``, ``malformed``, ``flood``, ...).
         self.refused = Refusals()
+        #: Episodes ended so far, by reason.
+        self.gone: Counter[str] = Counter()
+        #: The timeout of this hub's peers (``None``: the monitor's).
+        self._timeout = None if timeout == monitor.tracker.timeout else timeout
         self._clock = monitor.clock
         self._runner = monitor.runner
         self._episodes: dict[Hashable, Episode] = {}
@@ -411,7 +421,7 @@ class PeerHub:
         link = Link(connection, episode, now)
         episode.links.append(link)
         self._episodes[peer] = episode
-        self.monitor.track(episode)
+        self.monitor.track(episode, timeout=self._timeout)
         _logger.debug(
             f"heartbeat_monitor.{connection.transport}.peer_opened",
             peer=peer,
@@ -445,8 +455,8 @@ class PeerHub:
     def beat(self, link: Link) -> bool:
         """Traffic from the peer: ``True`` if it counted as a beat.
 
-        Over ``max_rate`` the excess is dropped (``False``); a second window in a
-        row over it refuses the connection as a flood.
+        A second one-second window in a row over ``max_rate`` refuses the
+        connection as a flood; beats closer than ``min_beat_gap`` are not counted.
         """
         now = self._clock.now()
         max_rate = self.max_rate
@@ -456,9 +466,8 @@ class PeerHub:
                 link.window_start = now
                 link.window_count = 0
             link.window_count += 1
-            if link.window_count > max_rate:
-                if link.over:
-                    self.refuse(link, f"flood: more than {max_rate} messages per second")
+            if link.window_count > max_rate and link.over:
+                self.refuse(link, f"flood: more than {max_rate} messages per second")
                 return False
         gap = self.min_beat_gap
         if gap:
@@ -579,6 +588,7 @@ class PeerHub:
             self.monitor.untrack(episode)
         if self._episodes.get(episode.peer) is episode:
             del self._episodes[episode.peer]
+        self.gone[reason] += 1
         links, episode.links = episode.links, []
         rooms: set[Hashable] = set()
         connections: list[Connection] = []

@@ -3,7 +3,8 @@
 :class:`SocketIOAdapter` attaches a :class:`~heartbeat_monitor.HeartbeatMonitor`
 to an existing ``socketio.AsyncServer`` (clients emit ``heartbeat``; silent ones
 are disconnected; whichever way a peer leaves, cleanup runs once and the others
-get one ``peer_gone``). :class:`HeartbeatClient` beats from a python-socketio
+get one ``peer_gone``), translating python-socketio into the core's
+:class:`~heartbeat_monitor.PeerHub`. :class:`HeartbeatClient` beats from a python-socketio
 ``AsyncClient``; :class:`SocketIOServer` serves it all under uvicorn;
 :class:`SocketIOTransport` is the same in the seam's ``Transport`` shape (the
 ``socketio`` entry point of ``heartbeat_monitor.adapters``).
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._adapter import GoneCallback, Identify, Reason, SocketIOAdapter, SocketIOStats
+from heartbeat_monitor import GoneCallback, Reason
+
+from ._adapter import Identify, SocketIOAdapter, SocketIOStats
 from ._client import HeartbeatClient
 from ._engineio import check_engineio
+from ._options import AdapterOptions
 from ._server import SocketIOServer
 from ._transport import SocketIOTransport
 
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from ._redis_manager import ClusterRedisManager
 
 __all__ = (
+    "AdapterOptions",
     "ClusterRedisManager",
     "ClusterStats",
     "GoneCallback",

@@ -1,73 +1,64 @@
-"""Attach a :class:`~heartbeat_monitor.HeartbeatMonitor` to a python-socketio ``AsyncServer``.
+"""Heartbeat liveness for the clients of a python-socketio ``AsyncServer``: a translation.
 
 Theory of operation
 ===================
 
-python-socketio calls one method of the server, ``_trigger_event(event,
-namespace, *args)``, for every connect, every inbound event and every
-disconnect, whatever kind of handler the user registered (``@sio.on``,
-``@sio.event``, catch-all ``"*"`` handlers, namespace classes). It has no
-public hook that sees *every* inbound event, so the adapter wraps that method
-on the server *instance* (never the class) and passes every call through to the
-original, unchanged: the user's handlers keep their arguments, return values
-and exceptions. The tests pin this against the installed python-socketio.
+The adapter decides nothing about a peer's life: the core's
+:class:`~heartbeat_monitor.PeerHub` does, as for every transport. The adapter
+translates python-socketio into hub calls and back:
 
-* ``connect`` (in the watched namespace): after the user's handler accepts the
-  connection, the peer is tracked (a new connection of a known identity is a
-  beat for it).
-* the heartbeat event (or, with ``any_event=True``, any event): one dictionary
-  lookup from sid to peer, a rate limit, and ``monitor.beat``. The payload is
-  never looked at: a client cannot beat for, or expire, another peer.
-* ``disconnect`` (any reason python-socketio gives): the peer's last
-  connection leaving ends the peer.
-* expiry: the monitor's callback marks the peer gone, then disconnects its
-  sockets with ``sio.disconnect``; the user's ``disconnect`` handler then sees
-  the reason ``"heartbeat timeout"`` instead of ``"server disconnect"``.
-* bad input (``_transport.py``): engine.io's ``message`` handler and
-  ``handle_request`` are wrapped on the same instance. A frame python-socketio
-  or python-engineio cannot take, or an event that is no array with a string
-  name, closes its engine.io connection: the peer is gone with ``"refused:
-  <reason>"`` (its last connection). Forged ``connect``/``disconnect`` events
-  and floods of heartbeats are dropped. Each is logged (paced) as
-  ``heartbeat_monitor.socketio.peer_refused`` and counted in ``stats.refused``.
+==================================  ===============================================
+python-socketio                     hub
+==================================  ===============================================
+``connect`` (accepted by the app)   ``hub.open(connection, peer, shared=identity)``
+the heartbeat event                 ``hub.beat(link)`` (one dict lookup, no payload read)
+``disconnect`` (any reason)         ``hub.close(link, reason)``
+a frame it cannot take              ``hub.refuse(link, reason)``
+``enter_room`` / ``leave_room``     ``hub.join`` / ``hub.leave``
+==================================  ===============================================
 
-Exactly once: a peer is marked gone synchronously (no ``await`` in between) by
-whichever path sees it first; every other path finds the mark and stops. Then
-the ``on_gone`` callbacks run once, and the other clients get one
-``peer_gone`` event.
+and the hub's answers into python-socketio: a connection's ``close`` is
+``sio.disconnect(sid)`` (or, for bad input, an immediate engine.io close);
+"tell the others" is one ``sio.emit`` to the rooms concerned. The user's
+``disconnect`` handler sees the hub's reason (``"heartbeat timeout"``,
+``"refused: malformed"``) instead of ``"server disconnect"``.
+
+The peer id is the sid, or what ``identify(sid, environ, auth)`` returns: an
+authenticated identity, whose connections share one episode (several tabs of
+one user). The few python-socketio internals this needs are in
+:mod:`._internals`; bad-frame diagnosis is in :mod:`._frames`.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, Self, final
+from typing import Any, Final, Self, final
 
 import anyio
 import socketio
 import structlog
 
-from heartbeat_monitor import Clock as _Clock
-from heartbeat_monitor import ConfigurationError, Expired, HeartbeatMonitor, MonotonicClock
-from heartbeat_monitor._monitor import _is_async
-
-from ._engineio import check_engineio
-from ._transport import RefusalLog, diagnose, json_type, opening, request_sid
-
-__all__ = (
-    "GoneCallback",
-    "Identify",
-    "Reason",
-    "SocketIOAdapter",
-    "SocketIOStats",
+from heartbeat_monitor import (
+    Clock,
+    ConfigurationError,
+    Connection,
+    GoneCallback,
+    HeartbeatMonitor,
+    Link,
+    PeerHub,
+    Reason,
 )
+
+from . import _internals
+from ._engineio import check_engineio
+from ._frames import diagnose, json_type, opening, request_sid
+from ._options import AdapterOptions
+
+__all__ = ("Identify", "SocketIOAdapter", "SocketIOStats")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
-#: ``on_gone`` callbacks: ``(peer id, reason)``, plain or ``async def``.
-GoneCallback = Callable[[Hashable, str], object] | Callable[[Hashable, str], Awaitable[object]]
 #: ``identify(sid, environ, auth)``: the peer id of a new connection, or ``None`` for its sid.
 Identify = Callable[[str, Mapping[str, Any], Any], Hashable | None]
 
@@ -76,42 +67,15 @@ _LOG_EVERY: Final = 1000
 
 
 @final
-class Reason:
-    """The reasons a peer is gone (python-socketio's, plus the adapter's own)."""
-
-    #: Silent for more than ``misses`` heartbeat intervals (the adapter disconnected it).
-    HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
-    #: The adapter was closed (server shutdown); no ``peer_gone`` is sent.
-    SERVER_SHUTDOWN: Final = "server shutdown"
-    #: The following come from python-socketio / python-engineio.
-    CLIENT_DISCONNECT: Final = "client disconnect"
-    SERVER_DISCONNECT: Final = "server disconnect"
-    PING_TIMEOUT: Final = "ping timeout"
-    TRANSPORT_CLOSE: Final = "transport close"
-    TRANSPORT_ERROR: Final = "transport error"
-    #: Its node stopped beating into Redis; another node ended it (``RedisCluster``).
-    NODE_GONE: Final = "node gone"
-
-
-@final
 class SocketIOStats:
-    """Counters of what the adapter saw (plain ints: read them, never rely on resets)."""
+    """What the adapter saw (plain ints); refusals and ends are the hub's (``hub.refused``)."""
 
-    __slots__ = (
-        "beats",
-        "beats_limited",
-        "callback_failures",
-        "connections",
-        "gone",
-        "refused",
-        "spoofed",
-        "unknown_peer",
-    )
+    __slots__ = ("beats", "beats_limited", "connections", "spoofed", "unknown_peer")
 
     def __init__(self) -> None:
-        #: Beats counted (the monitor was told).
+        #: Heartbeats the monitor was told of.
         self.beats = 0
-        #: Beats dropped by the per-peer rate limit.
+        #: Heartbeats dropped (closer than ``min_beat_gap``, or over ``max_rate``).
         self.beats_limited = 0
         #: Events from a sid the adapter does not track (never connected, or already gone).
         self.unknown_peer = 0
@@ -119,13 +83,6 @@ class SocketIOStats:
         self.spoofed = 0
         #: Connections accepted in the watched namespace.
         self.connections = 0
-        #: ``on_gone`` callbacks, notifications or disconnects that raised or timed out.
-        self.callback_failures = 0
-        #: How many peers are gone, by reason.
-        self.gone: dict[str, int] = {}
-        #: Bad input refused, by kind: ``malformed``, ``oversized``, ``wrong type``,
-        #: ``spoofed``, ``flood`` (logged as ``heartbeat_monitor.socketio.peer_refused``).
-        self.refused: dict[str, int] = {}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -133,44 +90,53 @@ class SocketIOStats:
 
 
 @final
-class _Peer:
-    """One peer: a sid, or an identity with one or more connections."""
+class _Sid:
+    """One Socket.IO connection, as the hub sees it."""
 
-    __slots__ = (
-        "burst",
-        "burst_after",
-        "floods",
-        "gone",
-        "id",
-        "key",
-        "last_counted",
-        "limited",
-        "members",
-        "rooms",
-        "sids",
-    )
+    transport: Final = "socketio"
+    __slots__ = ("adapter", "sid", "told")
 
-    def __init__(self, peer_id: Hashable, key: Hashable) -> None:
-        self.id = peer_id
-        self.key = key
-        #: Connections currently open.
-        self.sids: set[str] = set()
-        #: Every connection it ever had (they are never sent its ``peer_gone``).
-        self.members: set[str] = set()
-        #: Rooms its connections were in (collected as they leave).
-        self.rooms: set[Hashable] = set()
-        self.last_counted = -math.inf
-        self.limited = 0
-        #: Heartbeats dropped since the beat counted at ``burst_after`` (flood detection).
-        self.burst = 0
-        self.burst_after = -math.inf
-        self.floods = 0
-        #: The reason, once gone.
-        self.gone: str | None = None
+    def __init__(self, adapter: SocketIOAdapter, sid: str) -> None:
+        self.adapter = adapter
+        self.sid = sid
+        #: The reason the hub closed it with, once it has.
+        self.told: str | None = None
+
+    def send(self, message: Mapping[str, object]) -> None:
+        payload = {key: value for key, value in message.items() if key != "type"}
+        self.adapter._spawn(self.adapter._emit, str(message["type"]), payload, self.sid, ())
+
+    def close(self, reason: str) -> None:
+        if self.told is None:
+            self.told = reason
+            if not self.adapter._closing:  # else aclose() disconnects everyone itself
+                self.adapter._spawn(self.adapter._disconnect, self.sid, reason)
+
+    def __repr__(self) -> str:
+        return f"<socketio connection {self.sid}>"
 
 
-async def _acked() -> None:
-    """What the wrapper returns for an event it handled alone (an ack, if asked, is empty)."""
+@final
+class _Audience:
+    """The hub's "tell the others": one ``sio.emit`` to the rooms, skipping the peer itself."""
+
+    __slots__ = ("_adapter",)
+
+    def __init__(self, adapter: SocketIOAdapter) -> None:
+        self._adapter = adapter
+
+    def tell(
+        self,
+        event: str,
+        payload: Mapping[str, object],
+        *,
+        rooms: Collection[Hashable] | None,
+        exclude: Collection[Connection],
+    ) -> None:
+        skip = tuple(c.sid for c in exclude if isinstance(c, _Sid))
+        to = None if rooms is None else list(rooms)
+        adapter = self._adapter
+        adapter._spawn(adapter._emit, event, dict(payload), to, skip)
 
 
 @final
@@ -178,55 +144,35 @@ class SocketIOAdapter:
     """Heartbeat liveness for the clients of a python-socketio ``AsyncServer``.
 
     ``SocketIOAdapter(sio, interval=5, misses=2)`` attaches at once, without
-    replacing any handler; ``async with adapter:`` runs its monitor (unless
-    you pass a ``monitor`` you run yourself) and, on exit, ends every peer with
-    the reason ``"server shutdown"``.
+    replacing any handler; ``async with adapter:`` runs its monitor (unless you
+    pass a ``monitor`` or ``hub`` you run yourself) and, on exit, ends every peer
+    with ``"server shutdown"``.
 
     A client emits ``event`` (default ``"heartbeat"``) every ``interval``
-    seconds; silent for more than ``misses`` intervals, it is disconnected.
-    Whichever way a peer leaves, ``on_gone`` callbacks run exactly once with
-    ``(peer, reason)`` and the other clients receive one ``peer_gone`` event,
-    ``{"peer": peer, "reason": reason}``: in the rooms it was in
-    (``notify="rooms"``), in the whole namespace (``"namespace"``) or nowhere
-    (``"none"``). The peer id is the sid, or what ``identify(sid, environ,
-    auth)`` returns (it must authenticate: whatever it returns, the connection
-    beats for). ``room`` makes every connection join that room on connect.
+    seconds; silent for more than ``misses`` intervals it is disconnected
+    (``"heartbeat timeout"``). Whichever way a peer leaves, the ``on_gone``
+    callbacks run exactly once with a :class:`~heartbeat_monitor.PeerGone`, and
+    the other clients get one ``peer_gone`` event ``{"peer", "reason"}``: in
+    the rooms it was in (``notify="rooms"``), the whole namespace
+    (``"namespace"``) or nowhere (``"none"``). ``room`` makes every connection
+    join that room. See :class:`AdapterOptions` for the rest.
     """
 
     __slots__ = (
         "__weakref__",
-        "_any_event",
-        "_beat",
-        "_callback_timeout",
         "_closing",
-        "_cluster",
         "_eio_connect",
         "_eio_message",
         "_eio_request",
-        "_event",
-        "_flood_limit",
-        "_gone_callbacks",
-        "_identify",
-        "_max_size",
-        "_min_gap",
-        "_monitor",
-        "_namespace",
+        "_links",
         "_not_handled",
-        "_notify",
-        "_now",
         "_original",
+        "_owns_hub",
         "_owns_monitor",
-        "_peer_of_sid",
-        "_peers",
-        "_refusal_log",
-        "_refusals",
-        "_room",
         "_sio",
         "_stack",
-        "_timeout",
-        "_track_timeout",
-        "interval",
-        "misses",
+        "hub",
+        "options",
         "stats",
     )
 
@@ -235,132 +181,72 @@ class SocketIOAdapter:
         sio: socketio.AsyncServer,
         monitor: HeartbeatMonitor | None = None,
         *,
-        interval: float = 5.0,
-        misses: float = 2,
-        event: str = "heartbeat",
-        namespace: str = "/",
-        any_event: bool = False,
-        identify: Identify | None = None,
-        room: str | None = None,
-        notify: Literal["rooms", "namespace", "none"] = "rooms",
+        hub: PeerHub | None = None,
         on_gone: GoneCallback | Iterable[GoneCallback] | None = None,
         resolution: float | None = None,
-        clock: _Clock | None = None,
-        min_beat_gap: float | None = None,
-        flood_limit: int | None = 20,
-        max_message_size: int | None = None,
-        callback_timeout: float | None = 30.0,
-        engineio: Literal["check", "fix", "ignore"] = "check",
+        clock: Clock | None = None,
+        identify: Identify | None = None,
+        **options: Any,
     ) -> None:
         if not isinstance(sio, socketio.AsyncServer):
             raise ConfigurationError(f"SocketIOAdapter needs a socketio.AsyncServer, not {sio!r}")
-        original = getattr(sio, "_trigger_event", None)
-        if not callable(original):
-            raise ConfigurationError(
-                "this python-socketio has no AsyncServer._trigger_event; "
-                "the adapter supports python-socketio 5.x"
-            )
-        if (
-            isinstance(misses, bool)
-            or not isinstance(misses, int | float)
-            or not (math.isfinite(misses) and misses > 0)
-        ):
-            raise ConfigurationError(f"misses must be a number > 0, not {misses!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int | float):
-            raise ConfigurationError(f"interval must be a number of seconds, not {interval!r}")
-        if not (math.isfinite(interval) and interval > 0):
-            raise ConfigurationError(f"interval must be a finite number > 0, not {interval!r}")
-        if not isinstance(event, str) or not event or event in _RESERVED:
-            raise ConfigurationError(f"event must be a non-reserved event name, not {event!r}")
-        if not isinstance(namespace, str) or not namespace.startswith("/"):
-            raise ConfigurationError(f"namespace must start with '/', not {namespace!r}")
-        if notify not in ("rooms", "namespace", "none"):
-            raise ConfigurationError(
-                f"notify must be 'rooms', 'namespace' or 'none', not {notify!r}"
-            )
-        if engineio not in ("check", "fix", "ignore"):
-            raise ConfigurationError(
-                f"engineio must be 'check', 'fix' or 'ignore', not {engineio!r}"
-            )
-        if engineio != "ignore":
-            check_engineio(sio, fix=engineio == "fix")
-        self.interval = float(interval)
-        self.misses = misses
-        self._timeout = self.interval * misses
-        if min_beat_gap is None:
-            min_beat_gap = self.interval / 10
-        if not (math.isfinite(min_beat_gap) and 0 <= min_beat_gap < self.interval):
-            raise ConfigurationError(
-                f"min_beat_gap must be >= 0 and below the interval, not {min_beat_gap!r}"
-            )
-        self._min_gap = float(min_beat_gap)
-        for name, value in (("flood_limit", flood_limit), ("max_message_size", max_message_size)):
-            if value is not None and (type(value) is not int or value < 1):
-                raise ConfigurationError(f"{name} must be an int >= 1 or None, not {value!r}")
-        self._flood_limit = flood_limit
-        self._max_size = max_message_size
-        if callback_timeout is not None and not (
-            math.isfinite(callback_timeout) and callback_timeout > 0
-        ):
-            raise ConfigurationError(
-                f"callback_timeout must be > 0 or None, not {callback_timeout!r}"
-            )
-        self._callback_timeout = callback_timeout
-        self._owns_monitor = monitor is None
-        if monitor is None:
-            monitor = HeartbeatMonitor(self._timeout, resolution=resolution, clock=clock)
-        elif resolution is not None or clock is not None:
+        self.options = opts = AdapterOptions.build(identify=identify, **options)
+        if opts.engineio != "ignore":
+            check_engineio(sio, fix=opts.engineio == "fix")
+        if hub is not None and monitor is not None and hub.monitor is not monitor:
+            raise ConfigurationError("pass a hub or a monitor, not both")
+        if (hub is not None or monitor is not None) and (resolution or clock) is not None:
             raise ConfigurationError("resolution and clock belong to the monitor you passed")
-        self._monitor = monitor
-        self._track_timeout = None if monitor.tracker.timeout == self._timeout else self._timeout
-        self._beat = monitor.beat
-        clock_now = monitor.clock.now
-        self._now: Callable[[], float] = (
-            time.monotonic if isinstance(monitor.clock, MonotonicClock) else clock_now
-        )
-        self._sio = sio
-        self._namespace = namespace
-        self._event = event
-        self._any_event = any_event
-        self._identify = identify
-        self._room = room
-        self._notify = notify
-        self._not_handled = sio.not_handled
-        self._gone_callbacks: list[tuple[GoneCallback, bool]] = []
+        self._owns_monitor = hub is None and monitor is None
+        if monitor is None:
+            monitor = (
+                hub.monitor
+                if hub is not None
+                else HeartbeatMonitor(
+                    opts.timeout,
+                    resolution=resolution,
+                    clock=clock,
+                    callback_timeout=opts.callback_timeout,
+                )
+            )
+        self._owns_hub = hub is None
+        if hub is None:
+            hub = PeerHub(
+                monitor,
+                timeout=opts.timeout,
+                max_rate=opts.max_rate,
+                min_beat_gap=opts.beat_gap,
+                notify="none" if opts.notify == "none" else "peer_gone",
+                scope="rooms" if opts.notify == "rooms" else "all",
+            )
+        #: The hub that decides every peer's life (shared with other transports if given).
+        self.hub = hub
+        hub.audience = _Audience(self)
         if callable(on_gone):
-            self.on_gone(on_gone)
+            hub.on_gone(on_gone)
         elif on_gone is not None:
             for callback in on_gone:
-                self.on_gone(callback)
-        self._peers: dict[Hashable, _Peer] = {}
-        self._peer_of_sid: dict[str, _Peer] = {}
+                hub.on_gone(callback)
+        self._sio = sio
+        self._not_handled = sio.not_handled
+        self._links: dict[str, Link] = {}
         self._closing = False
-        #: Connections being disconnected for bad input: sid -> ``"refused: <reason>"``.
-        self._refusals: dict[str, str] = {}
-        self._refusal_log = RefusalLog()
-        #: The ``RedisCluster`` this adapter is a node of, if any (it sets itself here).
-        self._cluster: Any = None
+        self._stack: HeartbeatMonitor | None = None
         self.stats = SocketIOStats()
-        monitor.on_expire(self._on_expired)
-        self._original: Callable[..., Awaitable[Any]] = original
-        sio._trigger_event = self._trigger_event
-        # Frames python-socketio cannot decode raise in its engine.io message handler.
-        self._eio_message: Callable[[str, str | bytes], Awaitable[None]] = sio.eio.handlers[
-            "message"
-        ]
-        sio.eio.on("message", self._on_eio_message)
-        # A frame that is not even an engine.io packet makes python-engineio's websocket
-        # handler raise out of the request, leaving its socket open: caught around it.
-        self._eio_connect: Callable[..., Awaitable[Any]] = sio.eio.handlers["connect"]
-        sio.eio.on("connect", self._on_eio_connect)
-        self._eio_request: Callable[..., Awaitable[Any]] = sio.eio.handle_request
-        sio.eio.handle_request = self._on_eio_request
+        self._original = _internals.wrap_trigger_event(sio, self._trigger_event)
+        _internals.wrap_eio(
+            sio,
+            on_message=self._wrap_eio_message,
+            on_connect=self._wrap_eio_connect,
+            on_request=self._wrap_eio_request,
+        )
+        _internals.wrap_rooms(sio, opts.namespace, entered=self._entered, left=self._left)
 
     # -- public ----------------------------------------------------------------------------
 
     @property
     def monitor(self) -> HeartbeatMonitor:
-        return self._monitor
+        return self.hub.monitor
 
     @property
     def sio(self) -> socketio.AsyncServer:
@@ -368,37 +254,37 @@ class SocketIOAdapter:
 
     @property
     def namespace(self) -> str:
-        return self._namespace
+        return self.options.namespace
+
+    @property
+    def interval(self) -> float:
+        return self.options.interval
 
     @property
     def timeout(self) -> float:
         """``interval * misses``: how long a peer may stay silent."""
-        return self._timeout
+        return self.options.timeout
 
     def on_gone(self, callback: GoneCallback) -> GoneCallback:
-        """Register a cleanup callback ``(peer, reason)``, plain or async; usable as a decorator."""
-        if not callable(callback):
-            raise ConfigurationError(f"on_gone needs a callable, not {callback!r}")
-        self._gone_callbacks.append((callback, _is_async(callback)))
-        return callback
+        """Run ``callback(PeerGone)`` once per departure (plain or async); a decorator too."""
+        return self.hub.on_gone(callback)
 
     def peers(self) -> list[Hashable]:
         """A snapshot of the peer ids being watched."""
-        return [peer.id for peer in self._peers.values()]
+        return self.hub.peers()
 
     def peer_of(self, sid: str) -> Hashable | None:
         """The peer id a connection beats for, or ``None`` if it is not watched."""
-        peer = self._peer_of_sid.get(sid)
-        return None if peer is None else peer.id
+        link = self._links.get(sid)
+        return None if link is None or link.ended else link.peer
 
     def __len__(self) -> int:
-        return len(self._peers)
+        return len(self.hub)
 
     async def __aenter__(self) -> Self:
-        self._stack = None
         if self._owns_monitor:
-            await self._monitor.__aenter__()
-            self._stack = self._monitor
+            await self.monitor.__aenter__()
+            self._stack = self.monitor
         return self
 
     async def __aexit__(
@@ -411,67 +297,70 @@ class SocketIOAdapter:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
         finally:
-            monitor = self._stack
-            self._stack = None
+            monitor, self._stack = self._stack, None
             if monitor is not None:
                 await monitor.__aexit__(exc_type, exc, tb)
 
     async def aclose(self, reason: str = Reason.SERVER_SHUTDOWN, *, notify: bool = False) -> None:
-        """End every peer with ``reason`` and refuse new ones.
+        """End every peer of this adapter with ``reason``, disconnect them, refuse new ones.
 
-        Everyone is leaving, so by default no ``peer_gone`` is sent (that would be
-        N - 1 messages to each of N clients); with ``notify=True`` each client is
-        told about the others once, before anyone is disconnected.
+        Everyone is leaving, so by default the others are not told (N - 1
+        messages to each of N clients); ``notify=True`` tells them (a cluster).
         """
         self._closing = True
-        ending = [peer for peer in list(self._peers.values()) if self._mark_gone(peer, reason)]
-        if notify and self._notify != "none":
-            for peer in ending:
-                for sid in list(peer.sids):
-                    self._collect_rooms(peer, sid)
-            for peer in ending:
-                await self._send_gone(peer, reason)
-        for peer in ending:
-            await self._disconnect(peer)
-        for peer in ending:
-            await self._finish(peer, reason, notify=False)
-        # A monitor shared with other code keeps running: it no longer calls us.
-        self._monitor.remove_callback(self._on_expired)
+        sids = [sid for sid, link in self._links.items() if not link.ended]
+        self.hub.close_all(reason, transport="socketio", notify=notify)
+        if notify and sids:
+            with anyio.move_on_after(5):  # the notices go out before anyone is disconnected
+                await self.monitor.runner.wait_idle()
+        for sid in sids:  # now, not in the runner: the server is about to close them anyway
+            await self._disconnect(sid, reason)
+        if self._owns_hub:
+            self.hub.detach()  # a monitor shared with other code goes on without us
 
-    # -- the wrapped _trigger_event ------------------------------------------------------
+    # -- the wrapped _trigger_event --------------------------------------------------------
 
     def _trigger_event(self, event: str, namespace: str, *args: Any) -> Awaitable[Any]:
         # Not a coroutine function: it returns the awaitable python-socketio awaits (the
         # original's coroutine, mostly), so a passed-through event costs no extra frame.
-        if namespace == self._namespace:
-            if event == self._event:
+        opts = self.options
+        if namespace == opts.namespace:
+            if event == opts.event:
                 self._on_beat(args[0])
                 if self._has_handler(namespace, event):
                     return self._original(event, namespace, *args)
-                # Nobody else handles heartbeats: a client that asks for an ack gets one.
-                return _acked()
+                return _acked()  # nobody else handles heartbeats: an ack, if asked, is empty
             if type(event) is not str:
                 # python-socketio passes on whatever the client put first in the event array.
-                return self._refuse(
-                    f"wrong type: an event name must be a string, got {json_type(event)}",
-                    sid=args[0],
-                )
+                reason = f"wrong type: an event name must be a string, got {json_type(event)}"
+                return self._refuse(reason, sid=args[0])
             if event in _RESERVED:
-                sid = args[0]
-                # python-socketio also passes a client's own event named "connect" or
-                # "disconnect" here. A real connect comes for a sid not yet watched; a
-                # real disconnect for one python-socketio no longer counts as connected.
-                connected = self._sio.manager.is_connected(sid, namespace)
-                if event == "connect":
-                    if sid not in self._peer_of_sid and (not connected or self._sio.always_connect):
-                        return self._on_connect(args)
-                elif not connected:
-                    return self._on_disconnect(args)
-                self._spoofed(event, sid)
-                return _acked()
-            if self._any_event:
-                self._on_beat(args[0], heartbeat=False)
+                return self._lifecycle(event, args)
+            if opts.any_event:
+                link = self._links.get(args[0])
+                if link is not None and self.monitor.beat(link.episode):
+                    self.stats.beats += 1  # an application's own events: no rate limit
         return self._original(event, namespace, *args)
+
+    def _lifecycle(self, event: str, args: tuple[Any, ...]) -> Awaitable[Any]:
+        # python-socketio also passes a client's own event named "connect" or "disconnect"
+        # here. A real connect comes for a sid not yet watched; a real disconnect for one
+        # python-socketio no longer counts as connected.
+        sid = args[0]
+        connected = self._sio.manager.is_connected(sid, self.options.namespace)
+        if event == "connect":
+            if sid not in self._links and (not connected or self._sio.always_connect):
+                return self._on_connect(args)
+        elif not connected:
+            return self._on_disconnect(args)
+        self.stats.spoofed += 1
+        self.hub.refuse_input(
+            "socketio",
+            f"spoofed: a client event named {event!r} (only the server says so); dropped",
+            sid=repr(sid)[:80],
+            peer=self.peer_of(sid) if isinstance(sid, str) else None,
+        )
+        return _acked()
 
     def _has_handler(self, namespace: str, event: str) -> bool:
         """Whether python-socketio would find a handler for ``event`` (any kind)."""
@@ -482,49 +371,27 @@ class SocketIOAdapter:
             (own and (event in own or "*" in own)) or "*" in handlers or sio.namespace_handlers
         )
 
-    def _on_beat(self, sid: str, *, heartbeat: bool = True) -> None:
-        """The hot path: sid -> peer, rate limit, beat. The payload is never looked at."""
-        peer = self._peer_of_sid.get(sid)
-        if peer is None:
+    def _on_beat(self, sid: str) -> None:
+        """The hot path: sid -> link, the hub's beat. The payload is never looked at."""
+        link = self._links.get(sid)
+        if link is None:
             self._unknown(sid)
-            return
-        now = self._now()
-        if now - peer.last_counted < self._min_gap:
-            self._limited(peer, sid, heartbeat)
-        elif self._beat(peer.key):
-            peer.last_counted = now
+        elif self.hub.beat(link):
             self.stats.beats += 1
-        else:
+        elif link.ended:
             self._unknown(sid)
-
-    def _limited(self, peer: _Peer, sid: str, heartbeat: bool) -> None:
-        peer.limited += 1
-        self.stats.beats_limited += 1
-        if peer.limited % _LOG_EVERY == 1:
-            _logger.warning(
-                "heartbeat_monitor.socketio.beats_limited",
-                peer=peer.id,
-                sid=sid,
-                dropped=peer.limited,
-                min_beat_gap=self._min_gap,
-            )
-        limit = self._flood_limit
-        if not heartbeat or limit is None:
-            return  # with any_event=True, a chatty application is no flood
-        if peer.burst_after != peer.last_counted:
-            peer.burst_after = peer.last_counted
-            peer.burst = 0
-        peer.burst += 1
-        if peer.burst == limit:  # the counted beat and `limit` more within min_beat_gap
-            peer.floods += 1
-            self._refused(
-                f"flood: more than {limit} heartbeats within min_beat_gap ({self._min_gap:g} s); "
-                "the excess is dropped",
-                log=peer.floods % _LOG_EVERY == 1,
-                peer=peer.id,
-                sid=sid,
-                floods=peer.floods,
-            )
+        else:
+            stats = self.stats
+            stats.beats_limited += 1
+            if stats.beats_limited % _LOG_EVERY == 1:
+                _logger.warning(
+                    "heartbeat_monitor.socketio.beats_limited",
+                    peer=link.peer,
+                    sid=sid,
+                    dropped=stats.beats_limited,
+                    min_beat_gap=self.hub.min_beat_gap,
+                    max_rate=self.hub.max_rate,
+                )
 
     def _unknown(self, sid: object) -> None:
         self.stats.unknown_peer += 1
@@ -532,101 +399,11 @@ class SocketIOAdapter:
             _logger.warning(
                 "heartbeat_monitor.socketio.unknown_peer",
                 sid=repr(sid)[:80],
-                namespace=self._namespace,
+                namespace=self.options.namespace,
                 count=self.stats.unknown_peer,
             )
 
-    def _spoofed(self, event: str, sid: object) -> None:
-        self.stats.spoofed += 1
-        self._refused(
-            f"spoofed: a client event named {event!r} (only the server says so); dropped",
-            log=self.stats.spoofed % _LOG_EVERY == 1,
-            event_name=event,
-            sid=repr(sid)[:80],
-            peer=self.peer_of(sid) if isinstance(sid, str) else None,
-            count=self.stats.spoofed,
-        )
-
-    def _refused(self, reason: str, *, log: bool = True, **fields: Any) -> None:
-        """Count bad input by kind (the reason's prefix) and log it (paced)."""
-        refused = self.stats.refused
-        kind = reason.partition(":")[0]
-        refused[kind] = refused.get(kind, 0) + 1
-        if log:
-            self._refusal_log.warning(
-                "heartbeat_monitor.socketio.peer_refused",
-                reason=reason,
-                namespace=self._namespace,
-                **fields,
-            )
-
-    async def _on_eio_message(self, eio_sid: str, data: str | bytes) -> None:
-        """engine.io's ``message`` handler, around python-socketio's: refuse bad frames."""
-        limit = self._max_size
-        if limit is not None and len(data) > limit:
-            unit = "bytes" if isinstance(data, bytes) else "characters"
-            await self._refuse(f"oversized: {len(data)} {unit} > {limit}", eio_sid=eio_sid)
-            return
-        try:
-            await self._eio_message(eio_sid, data)
-        except Exception:
-            reason = diagnose(self._sio, data)
-            if reason is None:
-                raise  # not the client's input: engine.io logs it, as before
-            await self._refuse(reason, eio_sid=eio_sid)
-
-    async def _on_eio_connect(self, eio_sid: str, environ: Any) -> Any:
-        """engine.io's ``connect`` handler, around python-socketio's: note the request's sid."""
-        opening.set(eio_sid)  # the request's own context: read by _on_eio_request
-        return await self._eio_connect(eio_sid, environ)
-
-    async def _on_eio_request(self, *args: Any, **kwargs: Any) -> Any:
-        """engine.io's ``handle_request``: refuse a websocket whose frame engine.io choked on."""
-        try:
-            return await self._eio_request(*args, **kwargs)
-        except ValueError as exc:  # python-engineio's packet decoding (int(), base64, empty)
-            eio_sid = request_sid(args)
-            socket = None if eio_sid is None else self._sio.eio.sockets.get(eio_sid)
-            if socket is None or socket.closed or socket.closing:
-                raise
-            reason = f"malformed: not an engine.io packet ({exc})"
-            await self._refuse(reason[:200], eio_sid=eio_sid)
-            return None  # refused and logged: no traceback per bad client
-
-    async def _refuse(
-        self, reason: str, *, sid: str | None = None, eio_sid: str | None = None
-    ) -> Any:
-        """Log and count bad input, then disconnect its connection with ``refused: <reason>``.
-
-        The whole engine.io connection is closed (its stream is not to be trusted);
-        the peer is gone with that reason if this was its last connection.
-        """
-        manager = self._sio.manager
-        namespace = self._namespace
-        if sid is None and eio_sid is not None:
-            sid = manager.sid_from_eio_sid(eio_sid, namespace)
-        elif eio_sid is None and sid is not None:
-            eio_sid = manager.eio_sid_from_sid(sid, namespace)
-        peer = None if sid is None else self._peer_of_sid.get(sid)
-        self._refused(reason, peer=None if peer is None else peer.id, sid=sid)
-        eio = self._sio.eio
-        socket = None if eio_sid is None else eio.sockets.get(eio_sid)
-        if socket is not None and not (socket.closed or socket.closing):
-            if peer is not None and sid is not None:
-                self._refusals[sid] = f"refused: {reason}"  # _on_disconnect takes it
-            try:
-                # As engine.io's own disconnect, without waiting for a polling client to
-                # collect the close packet; then end engine.io's writer (as its reader does
-                # when a client leaves), so the transport closes now, not when the client
-                # obliges or its ping_interval + ping_timeout have passed.
-                await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
-                socket.queue.put_nowait(None)
-            except Exception:
-                _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
-            eio.sockets.pop(eio_sid, None)
-            if sid is not None:
-                self._refusals.pop(sid, None)  # taken already, unless the close failed
-        return self._not_handled
+    # -- connect and disconnect ------------------------------------------------------------
 
     async def _on_connect(self, args: tuple[Any, ...]) -> Any:
         sid = args[0]
@@ -635,201 +412,172 @@ class SocketIOAdapter:
         if self._closing:
             raise socketio.exceptions.ConnectionRefusedError("server shutting down")
         identity: Hashable | None = None
-        if self._identify is not None:
+        identify = self.options.identify
+        if identify is not None:
             try:
-                identity = self._identify(sid, environ, auth)
+                identity = identify(sid, environ, auth)
                 hash(identity)
             except socketio.exceptions.ConnectionRefusedError as exc:
                 why = exc.args[0] if exc.args else "no reason given"
-                self._refused(f"spoofed: identify refused the connection: {why!s:.100}", sid=sid)
+                reason = f"spoofed: identify refused the connection: {why!s:.100}"
+                self.hub.refuse_input("socketio", reason, sid=sid)
                 raise
             except Exception:
                 _logger.exception("heartbeat_monitor.socketio.identify_failed", sid=sid)
                 raise socketio.exceptions.ConnectionRefusedError("unidentified") from None
-        result = await self._original("connect", self._namespace, *args)
-        if result is False:
+        result = await self._original("connect", self.options.namespace, *args)
+        if result is False or sid in self._links:
             return result
-        try:
-            await self._connected(sid, identity)
-        except Exception:
-            _logger.exception("heartbeat_monitor.socketio.connect_failed", sid=sid)
-        return result
-
-    async def _connected(self, sid: str, identity: Hashable | None) -> None:
-        if sid in self._peer_of_sid:
-            return
-        key: Hashable = sid if identity is None else ("identity", identity)
-        peer = self._peers.get(key)
-        if peer is None:
-            peer = _Peer(sid if identity is None else identity, key)
-            self._peers[key] = peer
-            self._monitor.track(key, timeout=self._track_timeout)
-            fresh = True
-            if self._cluster is not None:
-                self._cluster.joined(peer)
-        else:
-            self._beat(key)
-            fresh = False
-        peer.sids.add(sid)
-        peer.members.add(sid)
-        self._peer_of_sid[sid] = peer
+        link = self.hub.open(
+            _Sid(self, sid), sid if identity is None else identity, shared=identity is not None
+        )
+        if link is None:
+            raise socketio.exceptions.ConnectionRefusedError("peer id in use")
+        self._links[sid] = link
         self.stats.connections += 1
         _logger.info(
             "heartbeat_monitor.socketio.peer_connected",
-            peer=peer.id,
+            peer=link.peer,
             sid=sid,
-            namespace=self._namespace,
-            connections=len(peer.sids),
-            new_peer=fresh,
+            namespace=self.options.namespace,
+            connections=len(link.episode.links),
         )
-        if self._room is not None:
-            await self._sio.enter_room(sid, self._room, namespace=self._namespace)
-        if not self._transport_open(sid):
+        for room in self._sio.rooms(sid, namespace=self.options.namespace):
+            self._entered(sid, room)  # rooms the application's connect handler entered
+        if self.options.room is not None:
+            await self._sio.enter_room(sid, self.options.room, namespace=self.options.namespace)
+        if not _internals.transport_open(self._sio, sid=sid, namespace=self.options.namespace):
             # The client vanished while the connect handler ran: python-socketio skips the
             # disconnect event for a connection still pending, so end it here.
-            _logger.info("heartbeat_monitor.socketio.vanished_in_handshake", peer=peer.id, sid=sid)
-            await self._on_disconnect((sid, Reason.TRANSPORT_CLOSE), call_user=False)
+            _logger.info("heartbeat_monitor.socketio.vanished_in_handshake", peer=link.peer)
+            self._links.pop(sid, None)
+            self.hub.close(link, Reason.TRANSPORT_CLOSE)
+        return result
 
-    def _transport_open(self, sid: str) -> bool:
-        eio_sid = self._sio.manager.eio_sid_from_sid(sid, self._namespace)
-        socket = self._sio.eio.sockets.get(eio_sid)
-        return socket is not None and not socket.closed and not socket.closing
-
-    async def _on_disconnect(self, args: tuple[Any, ...], *, call_user: bool = True) -> Any:
+    async def _on_disconnect(self, args: tuple[Any, ...]) -> Any:
         sid = args[0]
-        reason = args[1] if len(args) > 1 else Reason.CLIENT_DISCONNECT
-        if self._refusals and (refused := self._refusals.pop(sid, None)) is not None:
-            reason = refused  # our own disconnect of bad input: the handler sees why
-            args = (sid, refused, *args[2:])
-        peer = self._peer_of_sid.pop(sid, None)
-        ending = False
-        if peer is not None:
-            self._collect_rooms(peer, sid)
-            peer.sids.discard(sid)
-            if peer.gone is not None:
-                if reason == Reason.SERVER_DISCONNECT:
-                    # Our own sio.disconnect(): tell the user's handler why.
-                    args = (sid, peer.gone, *args[2:])
-            elif not peer.sids:
-                ending = self._mark_gone(peer, str(reason))
-        try:
-            if call_user:
-                return await self._original("disconnect", self._namespace, *args)
-            return None
-        finally:
-            if ending:
-                assert peer is not None
-                with anyio.CancelScope(shield=True):
-                    await self._finish(peer, str(reason))
+        reason = str(args[1]) if len(args) > 1 else Reason.CLIENT_DISCONNECT
+        link = self._links.pop(sid, None)
+        if link is not None:
+            connection = link.connection
+            assert isinstance(connection, _Sid)
+            if connection.told is not None:
+                args = (sid, connection.told, *args[2:])  # the hub's reason, not "server ..."
+            else:
+                self.hub.close(link, reason)
+        return await self._original("disconnect", self.options.namespace, *args)
 
-    # -- ending a peer -----------------------------------------------------------------------
+    def _entered(self, sid: str, room: Hashable) -> None:
+        link = self._links.get(sid)
+        if link is not None:
+            self.hub.join(link, room)
 
-    def _mark_gone(self, peer: _Peer, reason: str) -> bool:
-        """The one place a peer becomes gone: ``True`` the first time only."""
-        if peer.gone is not None:
-            return False
-        peer.gone = reason
-        self._monitor.untrack(peer.key)
-        if self._peers.get(peer.key) is peer:
-            del self._peers[peer.key]
-        gone = self.stats.gone
-        gone[reason] = gone.get(reason, 0) + 1
-        return True
+    def _left(self, sid: str, room: Hashable) -> None:
+        link = self._links.get(sid)
+        if link is not None:
+            self.hub.leave(link, room)
 
-    async def _on_expired(self, event: Expired) -> None:
-        peer = self._peers.get(event.key)
-        if peer is None or not self._mark_gone(peer, Reason.HEARTBEAT_TIMEOUT):
-            return
-        await self._disconnect(peer)
-        await self._finish(
-            peer, Reason.HEARTBEAT_TIMEOUT, silent_for=event.expired_at - event.last_beat
-        )
+    # -- what the hub asks of python-socketio ----------------------------------------------
 
-    async def _disconnect(self, peer: _Peer) -> None:
-        for sid in list(peer.sids):
-            self._collect_rooms(peer, sid)
-        for sid in list(peer.sids):
-            try:
-                await self._sio.disconnect(sid, namespace=self._namespace)
-            except Exception:
-                self.stats.callback_failures += 1
-                _logger.exception(
-                    "heartbeat_monitor.socketio.disconnect_failed", peer=peer.id, sid=sid
-                )
-            # A sid python-socketio no longer knows never reaches _on_disconnect: drop it here.
-            if self._peer_of_sid.get(sid) is peer:
-                del self._peer_of_sid[sid]
-            peer.sids.discard(sid)
+    def _spawn(self, job: Callable[..., Awaitable[object]], *args: Any) -> None:
+        self.monitor.runner.spawn(job, *args)
 
-    def _collect_rooms(self, peer: _Peer, sid: str) -> None:
-        if self._notify != "rooms":
-            return
-        try:
-            rooms = self._sio.rooms(sid, namespace=self._namespace)
-        except Exception:
-            return
-        peer.rooms.update(room for room in rooms if room != sid)
-
-    async def _finish(
-        self, peer: _Peer, reason: str, *, notify: bool = True, silent_for: float | None = None
+    async def _emit(
+        self, event: str, payload: dict[str, object], to: Any, skip: tuple[str, ...]
     ) -> None:
-        if self._cluster is not None and not await self._cluster.left(peer, reason):
-            return  # an identity still connected to another node: not gone cluster-wide
-        _logger.info(
-            "heartbeat_monitor.socketio.peer_gone",
-            peer=peer.id,
-            reason=reason,
-            namespace=self._namespace,
-            **({} if silent_for is None else {"silent_for": round(silent_for, 6)}),
-        )
-        for callback, is_async in self._gone_callbacks:
-            try:
-                if not is_async:
-                    callback(peer.id, reason)
-                elif self._callback_timeout is None:
-                    await callback(peer.id, reason)  # type: ignore[misc]
-                else:
-                    with anyio.move_on_after(self._callback_timeout) as scope:
-                        await callback(peer.id, reason)  # type: ignore[misc]
-                    if scope.cancelled_caught:
-                        self.stats.callback_failures += 1
-                        _logger.error(
-                            "heartbeat_monitor.socketio.callback_timeout",
-                            callback=repr(callback),
-                            peer=peer.id,
-                        )
-            except Exception:
-                self.stats.callback_failures += 1
-                _logger.exception(
-                    "heartbeat_monitor.socketio.callback_failed",
-                    callback=repr(callback),
-                    peer=peer.id,
-                )
-        if notify and self._notify != "none":
-            await self._send_gone(peer, reason)
-
-    async def _send_gone(self, peer: _Peer, reason: str) -> None:
-        if self._notify == "rooms":
-            rooms = [room for room in peer.rooms if room not in peer.members]
-            if not rooms:
-                return  # an empty list would broadcast to the whole namespace
-            to: list[Hashable] | None = rooms
-        else:
-            to = None
         try:
             await self._sio.emit(
-                "peer_gone",
-                {"peer": peer.id, "reason": reason},
-                to=to,
-                skip_sid=list(peer.members),
-                namespace=self._namespace,
+                event, payload, to=to, skip_sid=list(skip), namespace=self.options.namespace
             )
         except Exception:
-            self.stats.callback_failures += 1
-            _logger.exception("heartbeat_monitor.socketio.notify_failed", peer=peer.id)
+            _logger.exception("heartbeat_monitor.socketio.notify_failed", event_name=event)
+
+    async def _disconnect(self, sid: str, reason: str) -> None:
+        """The hub closed this connection: bad input at once, the rest as python-socketio does."""
+        namespace = self.options.namespace
+        try:
+            if reason.startswith(Reason.REFUSED):
+                eio_sid = self._sio.manager.eio_sid_from_sid(sid, namespace)
+                if eio_sid is not None:
+                    await _internals.close_now(self._sio, eio_sid)
+            else:
+                await self._sio.disconnect(sid, namespace=namespace)
+        except Exception:
+            _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
+        # A sid python-socketio no longer knows never reaches _on_disconnect: drop it here.
+        if not self._sio.manager.is_connected(sid, namespace):
+            self._links.pop(sid, None)
+
+    # -- bad input -------------------------------------------------------------------------
+
+    async def _refuse(
+        self, reason: str, *, sid: str | None = None, eio_sid: str | None = None
+    ) -> Any:
+        """Refuse bad input: the hub ends that connection (``refused: <kind>``)."""
+        manager = self._sio.manager
+        namespace = self.options.namespace
+        if sid is None and eio_sid is not None:
+            sid = manager.sid_from_eio_sid(eio_sid, namespace)
+        link = None if sid is None else self._links.get(sid)
+        if link is not None and not link.ended:
+            self.hub.refuse(link, reason)  # its connection's close is the engine.io close
+            return self._not_handled
+        self.hub.refuse_input("socketio", reason, sid=sid, eio_sid=eio_sid)
+        if eio_sid is None and sid is not None:
+            eio_sid = manager.eio_sid_from_sid(sid, namespace)
+        if eio_sid is not None:
+            try:
+                await _internals.close_now(self._sio, eio_sid)
+            except Exception:
+                _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
+        return self._not_handled
+
+    def _wrap_eio_message(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
+        async def on_message(eio_sid: str, data: str | bytes) -> None:
+            """engine.io's ``message`` handler, around python-socketio's: refuse bad frames."""
+            limit = self.options.max_message_size
+            if limit is not None and len(data) > limit:
+                unit = "bytes" if isinstance(data, bytes) else "characters"
+                await self._refuse(f"oversized: {len(data)} {unit} > {limit}", eio_sid=eio_sid)
+                return
+            try:
+                await original(eio_sid, data)
+            except Exception:
+                reason = diagnose(self._sio, data)
+                if reason is None:
+                    raise  # not the client's input: engine.io logs it, as before
+                await self._refuse(reason, eio_sid=eio_sid)
+
+        return on_message
+
+    def _wrap_eio_connect(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
+        async def on_connect(eio_sid: str, environ: Any) -> Any:
+            opening.set(eio_sid)  # the request's own context: read by on_request
+            return await original(eio_sid, environ)
+
+        return on_connect
+
+    def _wrap_eio_request(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
+        async def on_request(*args: Any, **kwargs: Any) -> Any:
+            """Refuse a websocket whose frame engine.io itself choked on."""
+            try:
+                return await original(*args, **kwargs)
+            except ValueError as exc:  # python-engineio's packet decoding (int(), base64, empty)
+                eio_sid = request_sid(args)
+                if not _internals.transport_open(self._sio, eio_sid=eio_sid):
+                    raise
+                reason = f"malformed: not an engine.io packet ({exc})"
+                await self._refuse(reason[:200], eio_sid=eio_sid)
+                return None  # refused and logged: no traceback per bad client
+
+        return on_request
 
     def __repr__(self) -> str:
         return (
-            f"<SocketIOAdapter namespace={self._namespace!r} event={self._event!r} "
-            f"peers={len(self._peers)} timeout={self._timeout!r}>"
+            f"<SocketIOAdapter namespace={self.options.namespace!r} "
+            f"event={self.options.event!r} peers={len(self.hub)} timeout={self.timeout!r}>"
         )
+
+
+async def _acked() -> None:
+    """What the wrapper returns for an event it handled alone (an ack, if asked, is empty)."""

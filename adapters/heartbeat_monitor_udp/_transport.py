@@ -293,6 +293,9 @@ class UdpTransport:
             link = hub.open(_UdpConnection(self, address, signing_key), peer)
             if link is not None:
                 self._links[peer] = link
+                timeout = hub.monitor.tracker.timeout
+                welcome = {"type": "welcome", "peer": peer, "episode": link.episode.number}
+                link.connection.send({**welcome, "timeout": timeout})
         else:
             connection = link.connection
             assert isinstance(connection, _UdpConnection)

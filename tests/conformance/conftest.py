@@ -73,16 +73,9 @@ REFUSAL: dict[str, Mapping[str, Refusal]] = {
     # dropped; a flood of well-signed beats ends that peer's episode.
     "udp": {**dict.fromkeys(KINDS, "drop"), "flood": "close"},
     # A frame python-socketio cannot take closes that engine.io connection (as the
-    # JavaScript server does on a parse error); a forged "connect"/"disconnect" event
-    # and excess heartbeats are dropped: the rate limit already makes them harmless, and
-    # Socket.IO clients reconnect by default, so closing would only loop.
-    "socketio": {
-        "malformed": "close",
-        "oversized": "close",
-        "wrong type": "close",
-        "spoofed": "drop",
-        "flood": "drop",
-    },
+    # JavaScript server does on a parse error); a forged "connect"/"disconnect" event is
+    # dropped (the client cannot name another peer: its id is proven at connect).
+    "socketio": {**dict.fromkeys(KINDS, "close"), "spoofed": "drop"},
 }
 
 
@@ -111,8 +104,6 @@ class Harness:
         self.host, self.port = address
         self.task_group: anyio.abc.TaskGroup = tg
         self.refusal = REFUSAL[name]
-        #: How many beats the flood test sends as fast as it can.
-        self.flood_size = hub.max_rate + 50 if hub is not None else 0
         #: The server's heartbeat timeout.
         self.timeout = hub.monitor.tracker.timeout if hub is not None else TIMEOUT
         #: Every gone with the monotonic time it was reported.
@@ -143,7 +134,7 @@ class Harness:
     def episode(self, peer: str) -> object | None:
         """The current tracking episode of ``peer`` (compared by identity)."""
         assert self.hub is not None
-        return self.hub.session(peer)
+        return self.hub.episode(peer)
 
     def refusals(self) -> int:
         assert self.hub is not None
@@ -224,64 +215,22 @@ def peer_timeout() -> float:
 
 
 #: The Socket.IO server's heartbeats within one ``min_beat_gap`` beyond which it is a flood.
-SOCKETIO_FLOOD_LIMIT = 20
-
-
-class SocketIOHarness(Harness):
-    """The Socket.IO adapter is not built on the seam: its own view of peers.
-
-    Its peers connect in identity mode: ``auth = {"peer": id, "token": ...}``,
-    checked by ``identify`` (a connection that cannot prove its id is refused).
-    The seam's bad inputs have these Socket.IO equivalents
-    (``SocketIOClient.bad_input``), all sent on an open connection:
-
-    * garbage: a binary frame that is no Socket.IO packet (``malformed``);
-    * oversized: a 10 KB heartbeat event, over the adapter's ``max_message_size``
-      of 4096 (``oversized``);
-    * not an object: an event packet whose payload is not an array,
-      ``42{"type":"beat"}`` (``wrong type``; python-socketio would index it blindly);
-    * type not a string: an event whose name is a number, ``42[5]`` (``wrong type``);
-    * spoofed id: the client cannot name another peer (its sid is assigned, its
-      identity proven at connect), so the forgery left is a lifecycle event,
-      ``42["disconnect",{"peer":"victim"}]`` (``spoofed``; dropped).
-
-    Heartbeat payloads themselves are never refused (any type or size counts, by
-    design), so a flood is the only refusal of heartbeats.
-    """
-
-    #: Measured: ~50 departures/s with 1,000 peers (each one a peer_gone to the room).
-    departure_within = 60.0
-
-    def __init__(self, adapter: Any, address: tuple[str, int], tg: Any) -> None:
-        super().__init__("socketio", None, address, tg)
-        self.adapter = adapter
-        self.flood_size = 20 * SOCKETIO_FLOOD_LIMIT
-        adapter.on_gone(self._on_socketio_gone)
-
-    def _on_socketio_gone(self, peer: object, reason: str) -> None:
-        self.report(Gone(key=str(peer), reason=reason, expired=reason == "heartbeat timeout"))
-
-    def count(self) -> int:
-        return len(self.adapter)
-
-    def tracked(self, peer: str) -> bool:
-        return peer in self.adapter.peers()
-
-    def episode(self, peer: str) -> object | None:
-        for state in list(self.adapter._peers.values()):
-            if state.id == peer:
-                found: object = state
-                return found
-        return None
-
-    def refusals(self) -> int:
-        return sum(self.adapter.stats.refused.values())
 
 
 @asynccontextmanager
 async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
     """The Socket.IO transport, by its entry-point class: python-socketio + SocketIOAdapter
-    under uvicorn, on the monitor of a hub (its peers are the adapter's, not hub sessions)."""
+    under uvicorn, on a hub like every other transport.
+
+    Its peers connect in identity mode: ``auth = {"peer": id, "token": ...}``,
+    checked by ``identify`` (a connection that cannot prove its id is refused).
+    The seam's bad inputs have these Socket.IO equivalents
+    (``SocketIOClient.bad_input``), all sent on an open connection: a binary
+    frame that is no Socket.IO packet (``malformed``); a 10 KB heartbeat over
+    ``max_message_size`` (``oversized``); ``42{"type":"beat"}`` and ``42[5]``
+    (``wrong type``); and, since a client cannot name another peer, a forged
+    lifecycle event ``42["disconnect",{"peer":"victim"}]`` (``spoofed``; dropped).
+    """
     import socketio
 
     from heartbeat_monitor_socketio import SocketIOTransport
@@ -307,14 +256,16 @@ async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
         identify=identify,
         room="peers",
         max_message_size=4096,
-        flood_limit=SOCKETIO_FLOOD_LIMIT,
     )
     async with (
         HeartbeatMonitor(peer_timeout, resolution=RESOLUTION) as monitor,
         anyio.create_task_group() as task_group,
     ):
-        address = await task_group.start(transport.serve, PeerHub(monitor))
-        harness = SocketIOHarness(transport.adapter, address, task_group)
+        hub = PeerHub(monitor)
+        address = await task_group.start(transport.serve, hub)
+        harness = Harness("socketio", hub, address, task_group)
+        #: Measured: a Socket.IO handshake costs several times a plain websocket's.
+        harness.departure_within = 60.0
         harness.timeout = peer_timeout
         yield harness
         # Clients first: the server's shutdown then has no connection to wait for.

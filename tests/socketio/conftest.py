@@ -157,7 +157,9 @@ async def start_server() -> AsyncIterator[StartServer]:
             gone = Changes()
             adapter_options.setdefault("room", "peers")
             adapter = SocketIOAdapter(
-                sio, on_gone=lambda peer, reason: gone.append((peer, reason)), **adapter_options
+                sio,
+                on_gone=lambda event: gone.append((event.peer, event.reason)),
+                **adapter_options,
             )
             server = SocketIOServer(adapter)
             await stack.enter_async_context(server)

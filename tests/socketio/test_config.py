@@ -134,7 +134,7 @@ def test_demo_shows_expiry_and_terminates() -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert "heartbeat_monitor.socketio.serving" in events
-    gone = [line for line in lines if line["event"] == "heartbeat_monitor.socketio.peer_gone"]
+    gone = [line for line in lines if line["event"] == "heartbeat_monitor.peer_gone"]
     assert any(line["reason"] == "heartbeat timeout" for line in gone)
     told = [line for line in lines if line["event"] == "heartbeat_monitor.demo.told"]
     assert any(line["reason"] == "heartbeat timeout" for line in told)
@@ -166,7 +166,7 @@ async def test_serve_logs_departures_live_and_stops_on_ctrl_c() -> None:
             client = socketio.AsyncClient(reconnection=False)
             await client.connect(url, transports=["websocket"], wait_timeout=5)
             sid = client.get_sid()
-            gone = await next_event("heartbeat_monitor.socketio.peer_gone")
+            gone = await next_event("heartbeat_monitor.peer_gone")
             assert (gone["peer"], gone["reason"]) == (sid, "heartbeat timeout")
             await client.wait()
             process.send_signal(signal.SIGINT)

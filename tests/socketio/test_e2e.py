@@ -69,7 +69,7 @@ async def test_clean_disconnect_gives_one_cleanup_and_one_notification(
         assert await client.peer_gone.wait(1) == [{"peer": sid, "reason": gone[0][1]}]
     await assert_no_more(live.gone, 1)
     await assert_no_more(a.peer_gone, 1)
-    assert sum(live.adapter.stats.gone.values()) == 1
+    assert sum(live.adapter.hub.gone.values()) == 1
 
 
 async def test_abrupt_transport_loss_gives_one_cleanup_and_one_notification(

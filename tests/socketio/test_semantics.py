@@ -202,5 +202,5 @@ async def test_expiry_racing_a_disconnect_ends_the_peer_once(
         Reason.TRANSPORT_CLOSE,
         Reason.CLIENT_DISCONNECT,
     )
-    assert sum(live.adapter.stats.gone.values()) == 1
+    assert sum(live.adapter.hub.gone.values()) == 1
     assert len(live.adapter) == 0

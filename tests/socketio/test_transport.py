@@ -7,8 +7,7 @@ from importlib.metadata import entry_points
 import anyio
 import pytest
 
-from heartbeat_monitor import HeartbeatMonitor, PeerHub
-from heartbeat_monitor._adapter import ENTRY_POINT_GROUP
+from heartbeat_monitor import ENTRY_POINT_GROUP, HeartbeatMonitor, PeerHub
 from heartbeat_monitor._transports import load_transport
 from heartbeat_monitor_socketio import Reason, SocketIOTransport
 
@@ -30,7 +29,7 @@ def test_every_transport_is_an_entry_point_that_loads() -> None:
 async def test_socketio_transport_serves_a_hub_monitor() -> None:
     """``serve(hub)`` as for the other transports: the adapter runs on ``hub.monitor``."""
     gone = Changes()
-    transport = SocketIOTransport("127.0.0.1", 0, on_gone=lambda *args: gone.append(args))
+    transport = SocketIOTransport("127.0.0.1", 0, on_gone=lambda e: gone.append((e.peer, e.reason)))
     clients: list[Client] = []
     try:
         async with HeartbeatMonitor(0.4, resolution=0.04) as monitor:

@@ -76,9 +76,9 @@ async def test_signed_beats_open_and_beat_and_others_are_refused(anyio_backend):
             log["reason"] for log in logs if log["event"] == "heartbeat_monitor.udp.peer_refused"
         ]
         assert [r.split(":")[0] for r in reasons] == ["spoofed", "replayed", "stale", "spoofed"]
-        session = hub.session("a")
-        assert session is not None
-        assert session.gone is None
+        episode = hub.episode("a")
+        assert episode is not None
+        assert episode.reason is None
         await sock.send(datagram("a", key=KEY, type="bye", ts=NOW + 3, epoch=epoch))
         await until(lambda: "a" not in hub)
 

@@ -1,4 +1,4 @@
-"""The seam on the in-memory transport, on a ManualClock: no real time, both backends."""
+"""The hub on the in-memory transport, on a ManualClock: no real time, both backends."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from heartbeat_monitor import HeartbeatMonitor, ManualClock, MemoryTransport, PeerGone, PeerHub
-from heartbeat_monitor._adapter import decode_message, parse_hello
-from heartbeat_monitor._errors import PeerError
+from heartbeat_monitor import (
+    HeartbeatMonitor,
+    ManualClock,
+    PeerError,
+    PeerGone,
+    PeerHub,
+    decode_message,
+    parse_hello,
+)
+from heartbeat_monitor.testing import MemoryTransport
 
 pytestmark = pytest.mark.anyio
 
 
-async def _hub() -> Any:
+async def _hub(timeout: float = 1.0) -> Any:  # noqa: ASYNC109 -- the peers' timeout
     clock = ManualClock()
-    monitor = HeartbeatMonitor(1.0, resolution=0.1, clock=clock)
+    monitor = HeartbeatMonitor(timeout, resolution=0.1, clock=clock)
     gone: list[PeerGone] = []
     hub = PeerHub(monitor, on_gone=gone.append, max_rate=20)
     transport = MemoryTransport()
@@ -28,16 +35,16 @@ async def test_beating_peer_stays_silent_peer_expires_once_and_others_are_told()
     async with monitor:
         transport.hub = hub
         a, b = transport.connect("a"), transport.connect("b")
-        assert a.inbox[0] == {"type": "welcome", "peer": "a", "episode": 1, "timeout": 1.0}
         for _ in range(5):
             clock.advance(0.5)
             assert a.beat()
             await monitor.wait_idle()
         assert [g.key for g in gone] == ["b"]
         assert gone[0].expired
-        assert gone[0].reason.startswith("expired: silent for 1.")
+        assert gone[0].reason == "heartbeat timeout"
+        assert gone[0].detail.startswith("silent for 1.")
         assert b.closed == gone[0].reason
-        assert a.inbox[1:] == [{"type": "gone", "peer": "b", "reason": gone[0].reason}]
+        assert a.inbox == [{"type": "gone", "peer": "b", "reason": gone[0].reason}]
         assert "a" in hub
         assert "b" not in hub
         clock.advance(5)
@@ -53,32 +60,36 @@ async def test_close_is_exactly_once_and_reconnect_is_a_new_episode():
         a = transport.connect("a")
         a.disconnect()
         a.disconnect()
-        assert a.session is not None
-        assert not hub.close(a.session, "again")
+        assert a.link is not None
+        assert not hub.close(a.link, "again")
         clock.advance(5)
         await monitor.wait_idle()
-        assert [(g.key, g.episode, g.reason) for g in gone] == [("a", 1, "closed by peer")]
+        assert [(g.key, g.episode, g.reason) for g in gone] == [("a", 1, "client disconnect")]
         assert not a.beat()
         again = transport.connect("a")
-        assert again.session is not None
-        assert again.session.episode == 2
+        assert again.link is not None
+        assert again.link.episode.number == 2
         assert len(monitor) == 1
 
 
 async def test_bad_input_is_refused_logged_counted_and_disturbs_no_one():
-    _, monitor, hub, transport, gone = await _hub()
+    clock, monitor, hub, transport, gone = await _hub(timeout=5.0)
     async with monitor:
         transport.hub = hub
         good = transport.connect("good")
         bad = {name: transport.connect(name) for name in ("g", "o", "j", "s", "f")}
         with capture_logs() as logs:
-            assert transport.connect("good").session is None  # id in use: refused
+            assert transport.connect("good").link is None  # id in use: refused
             assert not bad["g"].deliver(b"\xff\xfe garbage")
             assert not bad["o"].deliver("x" * 5000)
             assert not bad["j"].deliver('["beat"]')
             assert not bad["s"].deliver('{"type":"beat","peer":"good"}')
             for _ in range(21):
                 bad["f"].beat()
+            assert bad["f"].closed is None  # one burst over max_rate is no flood
+            clock.advance(1.0)
+            for _ in range(21):
+                bad["f"].beat()  # and a second window in a row: a flood
         refusals = [log for log in logs if log["event"].endswith("peer_refused")]
         reasons = {log["peer"]: log["reason"] for log in refusals}
         assert reasons["good"] == "peer id in use"
@@ -92,10 +103,18 @@ async def test_bad_input_is_refused_logged_counted_and_disturbs_no_one():
         assert sorted(hub.refused) == ["flood", "malformed", "oversized", "peer id in use",
                                        "spoofed", "wrong type"]  # fmt: skip
         assert all(c.closed and c.closed.startswith("refused: ") for c in bad.values())
-        assert [g.key for g in gone] == ["g", "o", "j", "s", "f"]
+        assert [(g.key, g.reason) for g in gone] == [
+            ("g", "refused: malformed"),
+            ("o", "refused: oversized"),
+            ("j", "refused: wrong type"),
+            ("s", "refused: spoofed"),
+            ("f", "refused: flood"),
+        ]
+        assert gone[0].detail == "malformed: not UTF-8 JSON"
         assert good.closed is None
         assert "good" in hub
-        assert monitor.tracker.last_beat(good.session) == 0.0
+        assert good.link is not None
+        assert monitor.tracker.last_beat(good.link.episode) == 0.0
 
 
 def test_message_parsing():
@@ -122,6 +141,34 @@ async def test_close_all_ends_every_episode_once_without_notices():
             ("b", "server shutdown"),
         ]
         assert a.closed == b.closed == "server shutdown"
-        assert [m["type"] for m in a.inbox + b.inbox] == ["welcome", "welcome"]
+        assert a.inbox == b.inbox == []
         assert len(monitor) == 0
-        assert hub.notify_others
+
+
+def test_refusal_log_is_paced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from heartbeat_monitor import Refusals
+
+    now = [100.0]
+    monkeypatch.setattr(
+        "heartbeat_monitor._refusals.time", SimpleNamespace(monotonic=lambda: now[0])
+    )
+    refusals = Refusals(per_second=3)
+    with capture_logs() as logs:
+        logged = [refusals.add("tcp", f"malformed: {n}") for n in range(10)]
+        now[0] += 0.99
+        logged.append(refusals.add("tcp", "malformed: 10"))
+        now[0] += 0.02
+        logged.append(refusals.add("tcp", "oversized: 11"))
+        logged.append(refusals.add("tcp", "malformed: 12"))
+    assert logged == [True] * 3 + [False] * 8 + [True] * 2
+    assert [(entry["reason"], entry.get("suppressed")) for entry in logs] == [
+        ("malformed: 0", None),
+        ("malformed: 1", None),
+        ("malformed: 2", None),
+        ("oversized: 11", 8),
+        ("malformed: 12", None),
+    ]
+    assert refusals == {"malformed": 12, "oversized": 1}
+    assert {entry["event"] for entry in logs} == {"heartbeat_monitor.tcp.peer_refused"}

@@ -1,0 +1,150 @@
+"""Every python-socketio / python-engineio internal the adapter touches, in one place.
+
+python-socketio has no public hook that sees every inbound event, every
+engine.io frame or every room change, so the adapter wraps a few methods on
+the server *instance* (never the class) and reads engine.io's socket table.
+Each touch is one function here; ``tests/socketio/test_internals.py`` pins them
+against the installed versions, so an upgrade that moves one fails loudly in
+one place. Nothing else in the package reaches into python-socketio.
+
+=========================================  ==========================================
+internal                                   why
+=========================================  ==========================================
+``AsyncServer._trigger_event``             every connect, event and disconnect
+``sio.eio.handlers["message"]``            frames python-socketio cannot decode raise here
+``sio.eio.handlers["connect"]``            the engine.io sid a failing request opened
+``sio.eio.handle_request``                 frames engine.io itself cannot decode
+``sio.eio.sockets`` / ``Socket.close``     is a connection still open; close one at once
+``manager.basic_enter_room`` / ``_leave``  room changes (the hub keeps rooms for notices)
+=========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+import socketio
+
+from heartbeat_monitor import ConfigurationError
+
+__all__ = (
+    "close_now",
+    "transport_open",
+    "wrap_eio",
+    "wrap_rooms",
+    "wrap_trigger_event",
+)
+
+AsyncHandler = Callable[..., Awaitable[Any]]
+
+
+def wrap_trigger_event(sio: socketio.AsyncServer, wrapper: Callable[..., Any]) -> AsyncHandler:
+    """Route every ``_trigger_event(event, namespace, *args)`` through ``wrapper``.
+
+    Returns the original bound method, which the wrapper calls to pass through.
+    """
+    original: AsyncHandler | None = getattr(sio, "_trigger_event", None)
+    if not callable(original):
+        raise ConfigurationError(
+            "this python-socketio has no AsyncServer._trigger_event; "
+            "the adapter supports python-socketio 5.x"
+        )
+    sio._trigger_event = wrapper
+    return original
+
+
+def unwrap_trigger_event(sio: socketio.AsyncServer, original: AsyncHandler) -> None:
+    sio._trigger_event = original
+
+
+def wrap_eio(
+    sio: socketio.AsyncServer,
+    *,
+    on_message: Callable[[AsyncHandler], AsyncHandler],
+    on_connect: Callable[[AsyncHandler], AsyncHandler],
+    on_request: Callable[[AsyncHandler], AsyncHandler],
+) -> None:
+    """Wrap engine.io's ``message`` and ``connect`` handlers and ``handle_request``.
+
+    Each ``on_*`` receives the original and returns its replacement.
+    """
+    eio = sio.eio
+    eio.on("message", on_message(eio.handlers["message"]))
+    eio.on("connect", on_connect(eio.handlers["connect"]))
+    eio.handle_request = on_request(eio.handle_request)
+
+
+def wrap_rooms(
+    sio: socketio.AsyncServer,
+    namespace: str,
+    *,
+    entered: Callable[[str, Hashable], None],
+    left: Callable[[str, Hashable], None],
+) -> None:
+    """Call ``entered(sid, room)`` / ``left(sid, room)`` on every room change in ``namespace``.
+
+    Every way into or out of a room (``sio.enter_room``, ``leave_room``,
+    ``close_room``, a disconnect, the Redis manager) goes through the manager's
+    ``basic_enter_room`` / ``basic_leave_room``. A connection's own room (its
+    sid) and the namespace-wide room (``None``) are not reported.
+    """
+    manager = sio.manager
+    enter = manager.basic_enter_room
+    leave = manager.basic_leave_room
+
+    def basic_enter_room(
+        sid: str, namespace_: str, room: Hashable, eio_sid: str | None = None
+    ) -> Any:
+        result = enter(sid, namespace_, room, eio_sid=eio_sid)
+        if namespace_ == namespace and room is not None and room != sid:
+            entered(sid, room)
+        return result
+
+    def basic_leave_room(sid: str, namespace_: str, room: Hashable) -> Any:
+        result = leave(sid, namespace_, room)
+        if namespace_ == namespace and room is not None and room != sid:
+            left(sid, room)
+        return result
+
+    manager.basic_enter_room = basic_enter_room
+    manager.basic_leave_room = basic_leave_room
+
+
+def _socket(sio: socketio.AsyncServer, eio_sid: str | None) -> Any:
+    return None if eio_sid is None else sio.eio.sockets.get(eio_sid)
+
+
+def transport_open(
+    sio: socketio.AsyncServer,
+    *,
+    sid: str | None = None,
+    eio_sid: str | None = None,
+    namespace: str = "/",
+) -> bool:
+    """Whether the engine.io connection of ``sid`` (or ``eio_sid``) is still open."""
+    if eio_sid is None and sid is not None:
+        eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
+    socket = _socket(sio, eio_sid)
+    return socket is not None and not socket.closed and not socket.closing
+
+
+async def close_now(sio: socketio.AsyncServer, eio_sid: str) -> bool:
+    """Close an engine.io connection at once; ``False`` if it was not open.
+
+    As engine.io's own disconnect, without waiting for a polling client to
+    collect the close packet; then end engine.io's writer (as its reader does
+    when a client leaves), so the transport closes now, not when the client
+    obliges or ``ping_interval + ping_timeout`` have passed. python-socketio
+    then runs the ``disconnect`` event as for any disconnect.
+    """
+    eio = sio.eio
+    socket = _socket(sio, eio_sid)
+    if socket is None or socket.closed or socket.closing:
+        return False
+    try:
+        await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        socket.queue.put_nowait(None)
+    finally:
+        eio.sockets.pop(eio_sid, None)
+    return True
