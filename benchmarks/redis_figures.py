@@ -198,7 +198,7 @@ async def _detection(url: str, node_timeout: float) -> dict[str, float]:
         interval=1,
         misses=2,
         room="peers",
-        on_gone=lambda peer, reason: gone.put_nowait((peer, reason, time.monotonic())),
+        on_gone=lambda event: gone.put_nowait((event.peer, event.reason, time.monotonic())),
     )
     cluster = RedisCluster(adapter, url, node_id="a", node_timeout=node_timeout, sync_interval=sync)
     port = _free_port()
