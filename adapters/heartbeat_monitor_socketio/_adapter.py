@@ -31,7 +31,7 @@ one user). The few python-socketio internals this needs are in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Self, final
 
@@ -42,17 +42,16 @@ import structlog
 from heartbeat_monitor import (
     Clock,
     ConfigurationError,
-    Connection,
     GoneCallback,
     HeartbeatMonitor,
-    Link,
     PeerHub,
     Reason,
 )
 
 from . import _internals
+from ._connection import Outbox, SidConnection, SocketIOAudience, SocketIOStats
 from ._engineio import check_engineio
-from ._frames import diagnose, json_type, opening, request_sid
+from ._frames import FrameGuard, json_type
 from ._options import AdapterOptions
 
 __all__ = ("Identify", "SocketIOAdapter", "SocketIOStats")
@@ -64,79 +63,6 @@ Identify = Callable[[str, Mapping[str, Any], Any], Hashable | None]
 
 _RESERVED: Final = frozenset({"connect", "disconnect"})
 _LOG_EVERY: Final = 1000
-
-
-@final
-class SocketIOStats:
-    """What the adapter saw (plain ints); refusals and ends are the hub's (``hub.refused``)."""
-
-    __slots__ = ("beats", "beats_limited", "connections", "spoofed", "unknown_peer")
-
-    def __init__(self) -> None:
-        #: Heartbeats the monitor was told of.
-        self.beats = 0
-        #: Heartbeats dropped (closer than ``min_beat_gap``, or over ``max_rate``).
-        self.beats_limited = 0
-        #: Events from a sid the adapter does not track (never connected, or already gone).
-        self.unknown_peer = 0
-        #: Client events named ``connect`` / ``disconnect`` (dropped: only the server says so).
-        self.spoofed = 0
-        #: Connections accepted in the watched namespace.
-        self.connections = 0
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"SocketIOStats({fields})"
-
-
-@final
-class _Sid:
-    """One Socket.IO connection, as the hub sees it."""
-
-    transport: Final = "socketio"
-    __slots__ = ("adapter", "sid", "told")
-
-    def __init__(self, adapter: SocketIOAdapter, sid: str) -> None:
-        self.adapter = adapter
-        self.sid = sid
-        #: The reason the hub closed it with, once it has.
-        self.told: str | None = None
-
-    def send(self, message: Mapping[str, object]) -> None:
-        payload = {key: value for key, value in message.items() if key != "type"}
-        self.adapter._spawn(self.adapter._emit, str(message["type"]), payload, self.sid, ())
-
-    def close(self, reason: str) -> None:
-        if self.told is None:
-            self.told = reason
-            if not self.adapter._closing:  # else aclose() disconnects everyone itself
-                self.adapter._spawn(self.adapter._disconnect, self.sid, reason)
-
-    def __repr__(self) -> str:
-        return f"<socketio connection {self.sid}>"
-
-
-@final
-class _Audience:
-    """The hub's "tell the others": one ``sio.emit`` to the rooms, skipping the peer itself."""
-
-    __slots__ = ("_adapter",)
-
-    def __init__(self, adapter: SocketIOAdapter) -> None:
-        self._adapter = adapter
-
-    def tell(
-        self,
-        event: str,
-        payload: Mapping[str, object],
-        *,
-        rooms: Collection[Hashable] | None,
-        exclude: Collection[Connection],
-    ) -> None:
-        skip = tuple(c.sid for c in exclude if isinstance(c, _Sid))
-        to = None if rooms is None else list(rooms)
-        adapter = self._adapter
-        adapter._spawn(adapter._emit, event, dict(payload), to, skip)
 
 
 @final
@@ -160,13 +86,10 @@ class SocketIOAdapter:
 
     __slots__ = (
         "__weakref__",
-        "_closing",
-        "_eio_connect",
-        "_eio_message",
-        "_eio_request",
+        "_guard",
         "_links",
-        "_not_handled",
         "_original",
+        "_outbox",
         "_owns_hub",
         "_owns_monitor",
         "_sio",
@@ -221,24 +144,20 @@ class SocketIOAdapter:
             )
         #: The hub that decides every peer's life (shared with other transports if given).
         self.hub = hub
-        hub.audience = _Audience(self)
+        self._outbox = outbox = Outbox(sio, opts.namespace, monitor.runner)
+        self._links = outbox.links
+        hub.audience = SocketIOAudience(outbox)
         if callable(on_gone):
             hub.on_gone(on_gone)
         elif on_gone is not None:
             for callback in on_gone:
                 hub.on_gone(callback)
         self._sio = sio
-        self._not_handled = sio.not_handled
-        self._links: dict[str, Link] = {}
-        self._closing = False
         self._stack: HeartbeatMonitor | None = None
         self.stats = SocketIOStats()
         self._original = _internals.wrap_trigger_event(sio, self._trigger_event)
-        _internals.wrap_eio(
-            sio,
-            on_message=self._wrap_eio_message,
-            on_connect=self._wrap_eio_connect,
-            on_request=self._wrap_eio_request,
+        self._guard = FrameGuard(
+            sio, hub, outbox, namespace=opts.namespace, max_message_size=opts.max_message_size
         )
         _internals.wrap_rooms(sio, opts.namespace, entered=self._entered, left=self._left)
 
@@ -307,14 +226,14 @@ class SocketIOAdapter:
         Everyone is leaving, so by default the others are not told (N - 1
         messages to each of N clients); ``notify=True`` tells them (a cluster).
         """
-        self._closing = True
+        self._outbox.closing = True
         sids = [sid for sid, link in self._links.items() if not link.ended]
         self.hub.close_all(reason, transport="socketio", notify=notify)
         if notify and sids:
             with anyio.move_on_after(5):  # the notices go out before anyone is disconnected
                 await self.monitor.runner.wait_idle()
         for sid in sids:  # now, not in the runner: the server is about to close them anyway
-            await self._disconnect(sid, reason)
+            await self._outbox.disconnect_now(sid, reason)
         if self._owns_hub:
             self.hub.detach()  # a monitor shared with other code goes on without us
 
@@ -333,7 +252,7 @@ class SocketIOAdapter:
             if type(event) is not str:
                 # python-socketio passes on whatever the client put first in the event array.
                 reason = f"wrong type: an event name must be a string, got {json_type(event)}"
-                return self._refuse(reason, sid=args[0])
+                return self._guard.refuse(reason, sid=args[0])
             if event in _RESERVED:
                 return self._lifecycle(event, args)
             if opts.any_event:
@@ -409,7 +328,7 @@ class SocketIOAdapter:
         sid = args[0]
         environ = args[1] if len(args) > 1 else {}
         auth = args[2] if len(args) > 2 else None
-        if self._closing:
+        if self._outbox.closing:
             raise socketio.exceptions.ConnectionRefusedError("server shutting down")
         identity: Hashable | None = None
         identify = self.options.identify
@@ -428,9 +347,8 @@ class SocketIOAdapter:
         result = await self._original("connect", self.options.namespace, *args)
         if result is False or sid in self._links:
             return result
-        link = self.hub.open(
-            _Sid(self, sid), sid if identity is None else identity, shared=identity is not None
-        )
+        peer = sid if identity is None else identity
+        link = self.hub.open(SidConnection(self._outbox, sid), peer, shared=identity is not None)
         if link is None:
             raise socketio.exceptions.ConnectionRefusedError("peer id in use")
         self._links[sid] = link
@@ -460,7 +378,7 @@ class SocketIOAdapter:
         link = self._links.pop(sid, None)
         if link is not None:
             connection = link.connection
-            assert isinstance(connection, _Sid)
+            assert isinstance(connection, SidConnection)
             if connection.told is not None:
                 args = (sid, connection.told, *args[2:])  # the hub's reason, not "server ..."
             else:
@@ -478,99 +396,6 @@ class SocketIOAdapter:
             self.hub.leave(link, room)
 
     # -- what the hub asks of python-socketio ----------------------------------------------
-
-    def _spawn(self, job: Callable[..., Awaitable[object]], *args: Any) -> None:
-        self.monitor.runner.spawn(job, *args)
-
-    async def _emit(
-        self, event: str, payload: dict[str, object], to: Any, skip: tuple[str, ...]
-    ) -> None:
-        try:
-            await self._sio.emit(
-                event, payload, to=to, skip_sid=list(skip), namespace=self.options.namespace
-            )
-        except Exception:
-            _logger.exception("heartbeat_monitor.socketio.notify_failed", event_name=event)
-
-    async def _disconnect(self, sid: str, reason: str) -> None:
-        """The hub closed this connection: bad input at once, the rest as python-socketio does."""
-        namespace = self.options.namespace
-        try:
-            if reason.startswith(Reason.REFUSED):
-                eio_sid = self._sio.manager.eio_sid_from_sid(sid, namespace)
-                if eio_sid is not None:
-                    await _internals.close_now(self._sio, eio_sid)
-            else:
-                await self._sio.disconnect(sid, namespace=namespace)
-        except Exception:
-            _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
-        # A sid python-socketio no longer knows never reaches _on_disconnect: drop it here.
-        if not self._sio.manager.is_connected(sid, namespace):
-            self._links.pop(sid, None)
-
-    # -- bad input -------------------------------------------------------------------------
-
-    async def _refuse(
-        self, reason: str, *, sid: str | None = None, eio_sid: str | None = None
-    ) -> Any:
-        """Refuse bad input: the hub ends that connection (``refused: <kind>``)."""
-        manager = self._sio.manager
-        namespace = self.options.namespace
-        if sid is None and eio_sid is not None:
-            sid = manager.sid_from_eio_sid(eio_sid, namespace)
-        link = None if sid is None else self._links.get(sid)
-        if link is not None and not link.ended:
-            self.hub.refuse(link, reason)  # its connection's close is the engine.io close
-            return self._not_handled
-        self.hub.refuse_input("socketio", reason, sid=sid, eio_sid=eio_sid)
-        if eio_sid is None and sid is not None:
-            eio_sid = manager.eio_sid_from_sid(sid, namespace)
-        if eio_sid is not None:
-            try:
-                await _internals.close_now(self._sio, eio_sid)
-            except Exception:
-                _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
-        return self._not_handled
-
-    def _wrap_eio_message(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
-        async def on_message(eio_sid: str, data: str | bytes) -> None:
-            """engine.io's ``message`` handler, around python-socketio's: refuse bad frames."""
-            limit = self.options.max_message_size
-            if limit is not None and len(data) > limit:
-                unit = "bytes" if isinstance(data, bytes) else "characters"
-                await self._refuse(f"oversized: {len(data)} {unit} > {limit}", eio_sid=eio_sid)
-                return
-            try:
-                await original(eio_sid, data)
-            except Exception:
-                reason = diagnose(self._sio, data)
-                if reason is None:
-                    raise  # not the client's input: engine.io logs it, as before
-                await self._refuse(reason, eio_sid=eio_sid)
-
-        return on_message
-
-    def _wrap_eio_connect(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
-        async def on_connect(eio_sid: str, environ: Any) -> Any:
-            opening.set(eio_sid)  # the request's own context: read by on_request
-            return await original(eio_sid, environ)
-
-        return on_connect
-
-    def _wrap_eio_request(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
-        async def on_request(*args: Any, **kwargs: Any) -> Any:
-            """Refuse a websocket whose frame engine.io itself choked on."""
-            try:
-                return await original(*args, **kwargs)
-            except ValueError as exc:  # python-engineio's packet decoding (int(), base64, empty)
-                eio_sid = request_sid(args)
-                if not _internals.transport_open(self._sio, eio_sid=eio_sid):
-                    raise
-                reason = f"malformed: not an engine.io packet ({exc})"
-                await self._refuse(reason[:200], eio_sid=eio_sid)
-                return None  # refused and logged: no traceback per bad client
-
-        return on_request
 
     def __repr__(self) -> str:
         return (

@@ -23,12 +23,20 @@ request's own context).
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, final
 from urllib.parse import parse_qs
 
 import socketio
+import structlog
 
-__all__ = ("diagnose", "json_type", "opening", "request_sid")
+from heartbeat_monitor import PeerHub
+
+from . import _internals
+from ._connection import Outbox
+
+__all__ = ("FrameGuard", "diagnose", "json_type", "opening", "request_sid")
+
+_logger = structlog.get_logger("heartbeat_monitor")
 
 #: python-socketio's packet types (``socketio.packet``): CONNECT .. BINARY_ACK.
 _PACKET_TYPES: Final = range(7)
@@ -82,3 +90,94 @@ def request_sid(args: tuple[Any, ...]) -> str | None:
 def json_type(value: object) -> str:
     names = {dict: "object", str: "string", int: "number", float: "number", bool: "boolean"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+@final
+class FrameGuard:
+    """Refuses bad frames: wraps engine.io's handlers (via :mod:`._internals`) around
+    python-socketio's, and ends the sender's connection through the hub."""
+
+    __slots__ = ("hub", "max_message_size", "namespace", "outbox", "sio")
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        hub: PeerHub,
+        outbox: Outbox,
+        *,
+        namespace: str,
+        max_message_size: int | None,
+    ) -> None:
+        self.sio = sio
+        self.hub = hub
+        self.outbox = outbox
+        self.namespace = namespace
+        self.max_message_size = max_message_size
+        _internals.wrap_eio(
+            sio,
+            on_message=self.wrap_message,
+            on_connect=self.wrap_connect,
+            on_request=self.wrap_request,
+        )
+
+    async def refuse(
+        self, reason: str, *, sid: str | None = None, eio_sid: str | None = None
+    ) -> Any:
+        """Refuse bad input: the hub ends that connection (``refused: <kind>``)."""
+        manager = self.sio.manager
+        namespace = self.namespace
+        if sid is None and eio_sid is not None:
+            sid = manager.sid_from_eio_sid(eio_sid, namespace)
+        link = None if sid is None else self.outbox.links.get(sid)
+        if link is not None and not link.ended:
+            self.hub.refuse(link, reason)  # its connection's close is the engine.io close
+            return self.sio.not_handled
+        self.hub.refuse_input("socketio", reason, sid=sid, eio_sid=eio_sid)
+        if eio_sid is None and sid is not None:
+            eio_sid = manager.eio_sid_from_sid(sid, namespace)
+        if eio_sid is not None:
+            try:
+                await _internals.close_now(self.sio, eio_sid)
+            except Exception:
+                _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
+        return self.sio.not_handled
+
+    def wrap_message(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
+        async def on_message(eio_sid: str, data: str | bytes) -> None:
+            """engine.io's ``message`` handler, around python-socketio's: refuse bad frames."""
+            limit = self.max_message_size
+            if limit is not None and len(data) > limit:
+                unit = "bytes" if isinstance(data, bytes) else "characters"
+                await self.refuse(f"oversized: {len(data)} {unit} > {limit}", eio_sid=eio_sid)
+                return
+            try:
+                await original(eio_sid, data)
+            except Exception:
+                reason = diagnose(self.sio, data)
+                if reason is None:
+                    raise  # not the client's input: engine.io logs it, as before
+                await self.refuse(reason, eio_sid=eio_sid)
+
+        return on_message
+
+    def wrap_connect(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
+        async def on_connect(eio_sid: str, environ: Any) -> Any:
+            opening.set(eio_sid)  # the request's own context: read by on_request
+            return await original(eio_sid, environ)
+
+        return on_connect
+
+    def wrap_request(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
+        async def on_request(*args: Any, **kwargs: Any) -> Any:
+            """Refuse a websocket whose frame engine.io itself choked on."""
+            try:
+                return await original(*args, **kwargs)
+            except ValueError as exc:  # python-engineio's packet decoding (int(), base64, empty)
+                eio_sid = request_sid(args)
+                if not _internals.transport_open(self.sio, eio_sid=eio_sid):
+                    raise
+                reason = f"malformed: not an engine.io packet ({exc})"
+                await self.refuse(reason[:200], eio_sid=eio_sid)
+                return None  # refused and logged: no traceback per bad client
+
+        return on_request
