@@ -16,6 +16,17 @@ from ._connection import (
     Transport,
     serve_connection,
 )
+from ._episode import (
+    Audience,
+    Connection,
+    Episode,
+    GoneCallback,
+    Link,
+    OpenCallback,
+    PeerGone,
+    PeerOpened,
+    Reason,
+)
 from ._errors import ConfigurationError, HeartbeatMonitorError, PeerError
 from ._events import (
     Event,
@@ -27,18 +38,7 @@ from ._events import (
     StormStarted,
     Suspected,
 )
-from ._hub import (
-    Audience,
-    Connection,
-    Episode,
-    GoneCallback,
-    Link,
-    OpenCallback,
-    PeerGone,
-    PeerHub,
-    PeerOpened,
-    Reason,
-)
+from ._hub import PeerHub
 from ._monitor import ExpireCallback, HeartbeatMonitor
 from ._policy import (
     FixedTimeout,

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from ._episode import Reason
 from ._errors import PeerError
 from ._wire import MAX_MESSAGE_SIZE, encode_shared, parse_hello
 
@@ -157,8 +158,6 @@ async def serve_connection(
     :class:`ConnectionEnded`. Runs the connection's writer alongside; returns
     once the connection is closed.
     """
-    from ._hub import Reason
-
     transport = connection.transport
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(partial(connection.run, then_cancel=task_group.cancel_scope))

@@ -14,7 +14,8 @@ from typing import ClassVar, final
 import anyio
 import anyio.abc
 
-from ._hub import Link, PeerHub, Reason
+from ._episode import Link, Reason
+from ._hub import PeerHub
 
 __all__ = ("MemoryClient", "MemoryTransport")
 

@@ -1,0 +1,182 @@
+"""What the hub's lifecycle is made of: episodes and links, departures, the reason vocabulary.
+
+The types a transport and an application see; the decisions are in :mod:`._hub`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol, final
+
+from ._events import PeerEvent
+from ._refusals import kind_of
+
+__all__ = (
+    "Audience",
+    "Connection",
+    "Episode",
+    "Gate",
+    "GoneCallback",
+    "Link",
+    "OpenCallback",
+    "PeerGone",
+    "PeerOpened",
+    "Reason",
+)
+
+
+@final
+class Reason:
+    """Why an episode ended: one vocabulary for every transport (see docs/reasons.md)."""
+
+    #: Silent for longer than its timeout: the monitor expired it.
+    HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
+    #: The client said goodbye (a clean close, a ``bye``, ``socket.disconnect()``).
+    CLIENT_DISCONNECT: Final = "client disconnect"
+    #: The connection ended without a goodbye (end of stream, a closed socket).
+    TRANSPORT_CLOSE: Final = "transport close"
+    #: The connection broke (a reset, a frame cut short).
+    TRANSPORT_ERROR: Final = "transport error"
+    #: The server is stopping.
+    SERVER_SHUTDOWN: Final = "server shutdown"
+    #: The application disconnected it (python-socketio's ``sio.disconnect(sid)``).
+    SERVER_DISCONNECT: Final = "server disconnect"
+    #: engine.io's own ping went unanswered (Socket.IO only).
+    PING_TIMEOUT: Final = "ping timeout"
+    #: Its node stopped beating into Redis; another node ended it.
+    NODE_GONE: Final = "node gone"
+    #: Bad input: ``refused: <kind>`` (``malformed``, ``oversized``, ``flood``, ...).
+    REFUSED: Final = "refused"
+
+    @staticmethod
+    def refused(reason: str) -> str:
+        """``"refused: <kind>"`` for a refusal reason such as ``"malformed: not JSON"``."""
+        return f"refused: {kind_of(reason)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerGone(PeerEvent):
+    """An episode ended: exactly one per episode. ``key`` is the peer id."""
+
+    #: Which episode of this peer id ended (1, 2, ... within one hub; 0 for a remote peer).
+    episode: int
+    #: Why, in the :class:`Reason` vocabulary.
+    reason: str
+    #: True when the monitor expired the peer (it went silent).
+    expired: bool = False
+    #: More about the reason, where there is more (what was malformed, for how long silent).
+    detail: str = ""
+
+    @property
+    def peer(self) -> Hashable:
+        """The peer id (the same as ``key``)."""
+        return self.key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerOpened(PeerEvent):
+    """A new episode began (a peer id's first connection). ``key`` is the peer id."""
+
+    episode: int
+    #: The transport of its first connection.
+    transport: str
+
+
+#: A callback for each :class:`PeerGone` (plain or ``async def``; run by the callback runner).
+GoneCallback = Callable[[PeerGone], object] | Callable[[PeerGone], Awaitable[object]]
+#: A callback for each :class:`PeerOpened`.
+OpenCallback = Callable[[PeerOpened], object] | Callable[[PeerOpened], Awaitable[object]]
+#: An async check before a departure is published: ``False`` keeps it quiet.
+Gate = Callable[[PeerGone], Awaitable[bool]]
+
+
+class Connection(Protocol):
+    """What the hub needs from one connection. Both methods return at once."""
+
+    @property
+    def transport(self) -> str:
+        """The transport's name, for log events (``heartbeat_monitor.<transport>.*``)."""
+
+    def send(self, message: Mapping[str, object]) -> None:
+        """Queue a message to the peer (may be dropped if the peer does not read)."""
+
+    def close(self, reason: str) -> None:
+        """Start ending the connection, telling the peer ``reason`` where possible."""
+
+
+class Audience(Protocol):
+    """How the hub tells the others: one method, given by the transport."""
+
+    def tell(
+        self,
+        event: str,
+        payload: Mapping[str, object],
+        *,
+        rooms: Collection[Hashable] | None,
+        exclude: Collection[Connection],
+    ) -> None:
+        """Send ``event`` with ``payload`` to every connection in ``rooms`` (all: ``None``)."""
+
+
+@final
+class Episode:
+    """One tracking of one peer, from its first connection to its end; the monitor's key.
+
+    Hashed by identity, so a peer that comes back never shares state with its
+    previous episode. Once ended it holds no connection.
+    """
+
+    __slots__ = ("links", "number", "peer", "reason", "shared")
+
+    def __init__(self, peer: Hashable, number: int, *, shared: bool) -> None:
+        self.peer = peer
+        self.number = number
+        self.shared = shared
+        #: The open connections of this episode.
+        self.links: list[Link] = []
+        #: The reason it ended, once it has.
+        self.reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Episode({self.peer!r}, {self.number})"
+
+
+@final
+class Link:
+    """One connection of an episode: what a transport holds and hands back to the hub."""
+
+    __slots__ = (
+        "connection",
+        "episode",
+        "last_beat",
+        "over",
+        "rooms",
+        "window_count",
+        "window_start",
+    )
+
+    def __init__(self, connection: Connection, episode: Episode, now: float) -> None:
+        self.connection = connection
+        self.episode = episode
+        #: The rooms this connection is in (``None``: none yet).
+        self.rooms: set[Hashable] | None = None
+        self.window_start = now
+        self.window_count = 0
+        #: Consecutive one-second windows over ``max_rate`` so far.
+        self.over = 0
+        #: When this connection's last counted beat was (for ``min_beat_gap``).
+        self.last_beat = -math.inf
+
+    @property
+    def peer(self) -> Hashable:
+        return self.episode.peer
+
+    @property
+    def ended(self) -> bool:
+        """Whether this link no longer beats for its episode."""
+        return self.episode.reason is not None or self not in self.episode.links
+
+    def __repr__(self) -> str:
+        return f"Link({self.episode.peer!r}, {self.connection.transport})"
