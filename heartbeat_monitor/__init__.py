@@ -7,6 +7,7 @@ that drives it on anyio, and the clocks they read. Transport adapters
 
 from __future__ import annotations
 
+from ._accept import AcceptBackoff
 from ._callbacks import CallbackRunner
 from ._clock import Clock, ManualClock, MonotonicClock, VirtualClock
 from ._connection import (
@@ -64,6 +65,7 @@ from ._wire import (
 __all__ = (
     "ENTRY_POINT_GROUP",
     "MAX_MESSAGE_SIZE",
+    "AcceptBackoff",
     "Audience",
     "CallbackRunner",
     "Clock",

@@ -5,6 +5,13 @@ a partial frame waits in the buffer until its newline arrives; more than
 ``max_size`` bytes without a newline is an oversized frame and is refused;
 end of stream in the middle of a frame is a lost connection.
 
+Out of file descriptors (``EMFILE`` at ``RLIMIT_NOFILE``): the accept loop waits
+(50 ms doubling to 1 s) and retries, logging ``accept_failed`` at most every 10 s;
+the open connections are untouched and the new ones wait in the listen backlog
+(:class:`~heartbeat_monitor.AcceptBackoff`). A connection that never says hello
+is closed after ``hello_timeout`` (5 s), which is what frees descriptors held by
+idle connections.
+
 Half-open connections: a peer whose host vanished never sends FIN, so the
 reader would wait forever; the heartbeat timeout ends that episode and the
 server closes the socket (this is what heartbeats are for). A peer that
@@ -24,6 +31,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from heartbeat_monitor import (
     MAX_MESSAGE_SIZE,
+    AcceptBackoff,
     ConnectionEnded,
     PeerHub,
     QueuedConnection,
@@ -91,7 +99,30 @@ class TcpTransport:
             host, port = address[0], address[1]
             _logger.info("heartbeat_monitor.tcp.listening", host=host, port=port)
             task_status.started((str(host), int(port)))
-            await listener.serve(partial(self._handle, hub))
+            async with anyio.create_task_group() as task_group:
+                for one in listener.listeners:  # one per address family of the host
+                    assert isinstance(one, anyio.abc.SocketListener)
+                    task_group.start_soon(self._accept_all, hub, one, task_group)
+
+    async def _accept_all(
+        self,
+        hub: PeerHub,
+        listener: anyio.abc.SocketListener,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        """anyio's ``Listener.serve``, but out of file descriptors is a pause, not a crash."""
+        backoff = AcceptBackoff("tcp")
+        while True:
+            try:
+                stream = await listener.accept()
+            except (OSError, anyio.BrokenResourceError) as exc:
+                error = backoff.resource_error(exc)
+                if error is None:
+                    raise
+                await anyio.sleep(backoff.failed(error))  # the peer waits in the backlog
+                continue
+            backoff.succeeded()
+            task_group.start_soon(self._handle, hub, stream)
 
     async def _handle(self, hub: PeerHub, stream: anyio.abc.SocketStream) -> None:
         try:

@@ -13,12 +13,19 @@ do not count as beats. If a ping times out first, websockets closes with 1011
 and the episode ends as ``connection lost: 1011 keepalive ping timeout``;
 either way there is exactly one ``PeerGone``. Keep ``ping_interval`` at least
 the heartbeat timeout (the default here: off) so that heartbeats decide.
+
+Idle connections: the opening handshake must end within ``hello_timeout`` (as
+websockets' ``open_timeout``) and the hello come ``hello_timeout`` after it, so
+a connection that says nothing holds its descriptor at most twice that. Out of
+file descriptors, asyncio's accept loop (which websockets uses) retries every
+second; its error is logged as ``heartbeat_monitor.websocket.accept_failed`` at
+most every 10 s instead of a traceback per failed accept.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import anyio
 import anyio.abc
@@ -29,6 +36,7 @@ from websockets.frames import Close
 
 from heartbeat_monitor import (
     MAX_MESSAGE_SIZE,
+    AcceptBackoff,
     ConnectionEnded,
     PeerHub,
     QueuedConnection,
@@ -128,6 +136,7 @@ class WebSocketTransport:
         *,
         task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        options: dict[str, Any] = {"open_timeout": self.hello_timeout, **self.serve_options}
         async with serve(
             partial(self._handle, hub),
             self.host,
@@ -137,12 +146,13 @@ class WebSocketTransport:
             ping_timeout=self.ping_timeout,
             close_timeout=self.close_timeout,
             compression=None,
-            **self.serve_options,  # type: ignore[arg-type]
+            **options,
         ) as server:
             host, port = next(iter(server.sockets)).getsockname()[:2]
             _logger.info("heartbeat_monitor.websocket.listening", host=host, port=port)
             task_status.started((str(host), int(port)))
-            await server.serve_forever()
+            with AcceptBackoff("websocket").asyncio_servers():  # EMFILE: paced, not a flood
+                await server.serve_forever()
 
     async def _handle(self, hub: PeerHub, websocket: ServerConnection) -> None:
         async def receive() -> bytes | str:

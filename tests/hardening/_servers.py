@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -65,6 +66,10 @@ class Server:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [log for log in self.logs if log.get("event") == name]
 
+    def unstructured(self) -> list[str]:
+        """Lines that were not structlog's JSON (tracebacks printed by a library)."""
+        return [log["line"] for log in self.logs if log.get("event") == "<not json>"]
+
     async def wait_log(
         self, predicate: Callable[[dict[str, Any]], bool], within: float = 20.0
     ) -> dict[str, Any]:
@@ -96,7 +101,8 @@ async def server_process(
     if key_file is not None:
         command += ["--udp-key-file", str(key_file)]
     command += options
-    async with await anyio.open_process(command, stderr=None) as process:
+    # stderr joins stdout: what the server prints outside structlog (tracebacks) is seen too
+    async with await anyio.open_process(command, stderr=subprocess.STDOUT) as process:
         server = Server(process)
         try:
             async with anyio.create_task_group() as task_group:
@@ -104,7 +110,11 @@ async def server_process(
                 serving = await server.wait_log(
                     lambda log: log.get("event") == f"heartbeat_monitor.{transport}.serving"
                 )
-                server.host, server.port = serving["host"], int(serving["port"])
+                if "url" in serving:  # socketio: http://host:port/socket.io/
+                    host, port_text = serving["url"].split("//")[1].split("/")[0].split(":")
+                    server.host, server.port = host, int(port_text)
+                else:
+                    server.host, server.port = serving["host"], int(serving["port"])
                 yield server
                 task_group.cancel_scope.cancel()
         finally:
