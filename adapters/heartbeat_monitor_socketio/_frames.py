@@ -33,6 +33,7 @@ from heartbeat_monitor import PeerHub
 
 from . import _internals
 from ._connection import Outbox
+from ._limits import limit_attachments
 
 __all__ = ("FrameGuard", "diagnose", "json_type", "opening", "request_sid")
 
@@ -119,6 +120,7 @@ class FrameGuard:
             on_connect=self.wrap_connect,
             on_request=self.wrap_request,
         )
+        limit_attachments(sio, self.refuse)  # outermost: binary attachment piles (_limits.py)
 
     async def refuse(
         self, reason: str, *, sid: str | None = None, eio_sid: str | None = None

@@ -22,7 +22,10 @@ import anyio.abc
 import socketio
 import uvicorn
 
+from heartbeat_monitor import AcceptBackoff
+
 from ._adapter import SocketIOAdapter
+from ._limits import IdleClosingHTTP
 
 __all__ = ("SocketIOServer",)
 
@@ -98,6 +101,7 @@ class SocketIOServer:
             lifespan="off",
             timeout_graceful_shutdown=graceful_timeout,
             ws="websockets-sansio",
+            http=IdleClosingHTTP,  # a connection that never sends a request is closed too
         )
         self._server = _Uvicorn(config, adapter, signals=signals)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -121,7 +125,8 @@ class SocketIOServer:
 
             async def run() -> None:
                 try:
-                    await server.serve(sockets=[self._socket])
+                    with AcceptBackoff("socketio").asyncio_servers():  # EMFILE: paced log
+                        await server.serve(sockets=[self._socket])
                 finally:
                     task_group.cancel_scope.cancel()
 

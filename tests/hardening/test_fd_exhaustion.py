@@ -61,7 +61,7 @@ async def _closed_by_server(sock: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.parametrize("transport", ["tcp", "websocket"])
+@pytest.mark.parametrize("transport", ["tcp", "websocket", "socketio"])
 async def test_out_of_descriptors_the_server_waits_and_recovers(anyio_backend, transport):
     client_class = CLIENTS[transport]
     async with (

@@ -1,0 +1,116 @@
+"""Limits the Socket.IO server stack does not enforce: binary attachments, idle connections.
+
+Binary attachments
+==================
+
+A Socket.IO binary event arrives as a text header announcing how many binary
+frames follow (``451-["heartbeat",{"_placeholder":true,"num":0}]`` announces
+one), then those frames. python-socketio keeps the decoded header in
+``AsyncServer._binary_packet[eio_sid]`` and appends every following frame to
+its ``attachments`` until the announced count has arrived; it checks only that
+the count has at most ten digits. A header announcing 451,000,000 attachments
+followed by 512 KB frames therefore grows the server without bound.
+
+:func:`limit_attachments` wraps engine.io's ``message`` handler (outermost, so
+these checks run first) and refuses, before python-socketio sees the frame:
+
+* a header announcing more than ``max_attachments`` (10, as socket.io-parser's
+  ``maxAttachments``): ``oversized: a packet announcing N binary attachments > 10``;
+* a frame that would take the attachments buffered for one packet over
+  ``max_buffered`` bytes (engine.io's ``max_http_buffer_size``, 1,000,000 by
+  default: one packet's attachments together may be no larger than one frame):
+  ``oversized: binary attachments of one packet over N bytes``. The pending
+  packet is dropped from ``_binary_packet`` first, so its memory is freed at
+  once, whatever the refusal does next.
+
+A refusal goes to ``refuse(reason, eio_sid=...)`` (the adapter's, which ends
+that connection as ``refused: oversized: ...``, counted and logged paced). A
+connection can buffer at most one packet at a time (python-socketio keys the
+pending packet by connection), so memory per connection is bounded by
+``max_buffered`` plus one frame. ``tests/hardening/test_socketio_limits.py``
+pins the internals used here (``_binary_packet``, the packet's ``attachments``
+and header format, engine.io's ``handlers["message"]``, uvicorn's keep-alive
+timer) against the installed versions.
+
+Idle connections
+================
+
+uvicorn arms its keep-alive timer (``timeout_keep_alive``, 5 s) only after a
+response: a connection that never sends a request holds its file descriptor
+for good, so a few hundred of them exhaust a server's ``RLIMIT_NOFILE`` for as
+long as the attacker likes. :class:`IdleClosingHTTP` (uvicorn's own protocol,
+``http=IdleClosingHTTP``) arms that timer when the connection is made too: no
+first byte within ``timeout_keep_alive`` and uvicorn closes it, as it closes an
+idle keep-alive connection. (Once a websocket is open, engine.io's ping
+timeout ends one that goes quiet.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import socketio
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+__all__ = ("MAX_ATTACHMENTS", "IdleClosingHTTP", "announced_attachments", "limit_attachments")
+
+#: Most binary attachments one packet may announce (socket.io-parser's default).
+MAX_ATTACHMENTS: Final = 10
+_BINARY_TYPES: Final = ("5", "6")  # BINARY_EVENT, BINARY_ACK
+
+Refuse = Callable[..., Awaitable[Any]]
+
+
+def announced_attachments(frame: str) -> int:
+    """How many binary frames a Socket.IO text packet announces (0 for a non-binary one).
+
+    As python-socketio reads it: digits between the packet type and the first
+    ``-`` (at most ten of them, more is not a count).
+    """
+    if frame[:1] not in _BINARY_TYPES:
+        return 0
+    dash = frame.find("-", 1, 12)
+    digits = frame[1:dash] if dash > 1 else ""
+    return int(digits) if digits.isdigit() else 0
+
+
+def limit_attachments(
+    sio: socketio.AsyncServer,
+    refuse: Refuse,
+    *,
+    max_attachments: int = MAX_ATTACHMENTS,
+    max_buffered: int | None = None,
+) -> None:
+    """Wrap engine.io's ``message`` handler of ``sio`` with the limits (see the module)."""
+    eio = sio.eio
+    limit = int(eio.max_http_buffer_size) if max_buffered is None else max_buffered
+    pending: dict[str, Any] = sio._binary_packet
+    original: Callable[[str, str | bytes], Awaitable[Any]] = eio.handlers["message"]
+
+    async def on_message(eio_sid: str, data: str | bytes) -> Any:
+        packet = pending.get(eio_sid)
+        if packet is not None:  # this frame is an attachment (python-socketio takes any)
+            buffered = len(data) + sum(map(len, packet.attachments))
+            if buffered > limit:
+                del pending[eio_sid]  # free what was buffered, now
+                reason = f"oversized: binary attachments of one packet over {limit} bytes"
+                return await refuse(reason, eio_sid=eio_sid)
+        elif isinstance(data, str):
+            count = announced_attachments(data)
+            if count > max_attachments:
+                reason = f"oversized: a packet announcing {count} binary attachments"
+                return await refuse(f"{reason} > {max_attachments}", eio_sid=eio_sid)
+        return await original(eio_sid, data)
+
+    eio.on("message", on_message)
+
+
+class IdleClosingHTTP(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol whose idle timer also runs before the first request."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )

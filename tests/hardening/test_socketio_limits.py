@@ -1,0 +1,154 @@
+"""Item 1: a Socket.IO binary-attachment pile is refused, and what it buffered is freed.
+
+Real server (python-socketio under uvicorn, the adapter on a hub) and a raw
+engine.io client on loopback. The first test pins the python-socketio internals
+``heartbeat_monitor_socketio._limits`` touches against the installed version.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+
+import pytest
+import socketio
+from hypothesis import given
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from heartbeat_monitor_socketio._limits import (
+    MAX_ATTACHMENTS,
+    IdleClosingHTTP,
+    announced_attachments,
+)
+from tests.socketio.conftest import RawClient, start_server
+from tests.transports._util import until
+
+__all__ = ("start_server",)  # the fixture, used by name
+
+pytestmark = pytest.mark.anyio
+PLACEHOLDER = {"_placeholder": True, "num": 0}
+
+
+def _header(count: int) -> str:
+    return f"5{count}-" + json.dumps(["heartbeat", PLACEHOLDER])
+
+
+def test_the_internals_limit_attachments_touches_are_as_pinned():
+    sio = socketio.AsyncServer(async_mode="asgi")
+    assert sio._binary_packet == {}  # eio_sid -> the packet waiting for its attachments
+    assert callable(sio.eio.handlers["message"])  # python-socketio's _handle_eio_message
+    assert sio.eio.max_http_buffer_size == 1_000_000
+    packet = sio.packet_class(encoded_packet=_header(2))
+    assert packet.attachment_count == 2
+    assert packet.attachments == []
+    assert packet.add_attachment(b"first") is False
+    assert packet.attachments == [b"first"]
+    assert packet.add_attachment("a text frame is taken too") is True
+
+
+@given(
+    st.one_of(
+        st.integers(0, 10**12).map(_header),
+        st.text(max_size=30).map(lambda text: "5" + text),
+        st.text(max_size=30),
+    )
+)
+def test_the_announced_count_is_the_one_python_socketio_reads(frame):
+    try:
+        expected = socketio.packet.Packet(encoded_packet=frame).attachment_count
+    except Exception:  # python-socketio refuses the frame itself: nothing to compare
+        return
+    if frame[:1] in ("5", "6"):
+        assert announced_attachments(frame) == expected
+
+
+async def _connected(live) -> tuple[RawClient, str, str]:
+    raw = await RawClient.open(live.url)
+    eio_sid = json.loads(raw.received[0][1:])["sid"]
+    sid = await raw.connect()
+    return raw, sid, eio_sid
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_header_announcing_a_huge_count_is_refused(anyio_backend, start_server):
+    live = await start_server(interval=0.5, misses=4)
+    bystander = await live.client()
+    raw, sid, eio_sid = await _connected(live)
+    with capture_logs() as logs:
+        await raw.send("4" + _header(1_000_000))  # engine.io message "4", the issue's frame
+        gone = await live.wait_gone(1)
+    assert gone == [(sid, "refused: oversized")]
+    (refusal,) = [log for log in logs if log["event"].endswith("peer_refused")]
+    assert refusal["reason"] == "oversized: a packet announcing 1000000 binary attachments > 10"
+    assert eio_sid not in live.sio._binary_packet
+    assert live.adapter.hub.refused["oversized"] == 1
+    assert bystander.sio.connected
+    await raw.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_attachments_over_the_byte_limit_are_refused_and_freed(anyio_backend, start_server):
+    live = await start_server(interval=0.5, misses=4)
+    bystander = await live.client()
+    raw, sid, eio_sid = await _connected(live)
+    await raw.send("4" + _header(MAX_ATTACHMENTS))  # allowed: ten 200 KB frames are not
+    frame = b"\x00" * 200_001
+    await raw.send(frame)
+    await raw.send(frame)
+    # (no round trip is possible now: python-socketio takes any frame as an attachment)
+    await until(lambda: len(getattr(live.sio._binary_packet.get(eio_sid), "attachments", ())) == 2)
+    pending = weakref.ref(live.sio._binary_packet[eio_sid])
+    with capture_logs() as logs:
+        for _ in range(3):  # 5 x 200,001 bytes: the fifth goes over 1,000,000
+            await raw.send(frame)
+        gone = await live.wait_gone(1)
+    assert gone == [(sid, "refused: oversized")]
+    (refusal,) = [log for log in logs if log["event"].endswith("peer_refused")]
+    assert refusal["reason"] == "oversized: binary attachments of one packet over 1000000 bytes"
+    assert eio_sid not in live.sio._binary_packet
+    gc.collect()
+    assert pending() is None, "the buffered attachments are still held"
+    assert live.adapter.hub.refused["oversized"] == 1
+    assert bystander.sio.connected
+    await raw.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_client_leaving_mid_packet_leaves_nothing_buffered(anyio_backend, start_server):
+    live = await start_server(interval=0.5, misses=4)
+    raw, sid, eio_sid = await _connected(live)
+    await raw.send("4" + _header(3))
+    await raw.send(b"\x00" * 100_000)
+    await until(lambda: len(getattr(live.sio._binary_packet.get(eio_sid), "attachments", ())) == 1)
+    raw.abort()
+    gone = await live.wait_gone(1)
+    assert gone[0][0] == sid
+    assert eio_sid not in live.sio._binary_packet
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_uvicorn_closes_a_connection_that_never_sends_a_request(anyio_backend):
+    """Pins uvicorn's keep-alive timer (``timeout_keep_alive_task`` / ``_handler``), which
+    IdleClosingHTTP arms at connection time, against the installed uvicorn."""
+    import socket
+
+    import anyio
+    import uvicorn
+
+    async def app(scope, receive, send):  # never reached: no request comes
+        raise AssertionError(scope)
+
+    config = uvicorn.Config(
+        app, http=IdleClosingHTTP, timeout_keep_alive=0.2, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(server.serve, [listener])
+            with anyio.fail_after(5):  # (the listener is open: the connection waits for uvicorn)
+                async with await anyio.connect_tcp(*listener.getsockname()[:2]) as stream:
+                    with pytest.raises(anyio.EndOfStream):
+                        await stream.receive()  # closed by the server, not by us
+            server.should_exit = True
