@@ -1,4 +1,4 @@
-"""``python -m benchmarks`` and ``heartbeat-monitor bench``: run everything, write the results."""
+"""``python -m benchmarks``: run everything, write the results (a source-tree tool)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ._workloads import (
     steady,
 )
 
-__all__ = ("SIM_CONTENDERS", "main", "register", "run")
+__all__ = ("SIM_CONTENDERS", "main", "run")
 
 _DEFAULT_SIZES = (10_000, 100_000)
 
@@ -55,15 +55,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="folder for results.json and the PNG plots (default: a temp dir)",
     )
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench`` to the ``heartbeat-monitor`` command line."""
-    parser = commands.add_parser(
-        "bench", help="benchmarks against what users would otherwise write"
-    )
-    _add_arguments(parser)
-    parser.set_defaults(run=run)
 
 
 def _progress(total: int, desc: str) -> Any:

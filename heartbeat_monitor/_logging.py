@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
-__all__ = ("LogFormat", "configure_cli_logging")
+__all__ = ("LEVELS", "LogFormat", "configure_cli_logging")
 
 LogFormat = Literal["auto", "console", "json"]
+#: The levels ``--log-level`` accepts, least severe first.
+LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure_cli_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
-    """Console renderer on a TTY, JSON lines otherwise (or as asked)."""
+def configure_cli_logging(
+    log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Console renderer on a TTY, JSON lines otherwise (or as asked), to ``stream`` (stdout)."""
+    stream = sys.stdout if stream is None else stream
     if log_format == "auto":
-        log_format = "console" if sys.stdout.isatty() else "json"
+        log_format = "console" if stream.isatty() else "json"
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer()
         if log_format == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(default=repr)
     )
     structlog.configure(
         processors=[
@@ -36,6 +41,6 @@ def configure_cli_logging(log_format: LogFormat = "auto", level: str = "info") -
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
     )

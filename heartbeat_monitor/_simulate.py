@@ -1,8 +1,8 @@
 """``heartbeat-monitor simulate``: the monitor on the real clock with simulated peers.
 
-Every peer beats on its interval (with a little jitter); ``--silent`` of them
-stop beating at a random moment in the first half of the run. Each expiry is
-logged as it happens, and a summary at the end checks what was expected.
+Every peer beats on its interval (with a little jitter); ``silent`` of them stop
+beating at a random moment in the first half of the run. Each expiry is logged
+as it happens, and a summary at the end checks what was expected.
 """
 
 from __future__ import annotations
@@ -15,36 +15,37 @@ import anyio
 import structlog
 
 from ._events import Expired
-from ._logging import configure_cli_logging
 from ._monitor import HeartbeatMonitor
+from ._options import (
+    Command,
+    UsageError,
+    add_timing_arguments,
+    check_timing_arguments,
+    positive,
+    positive_int,
+)
 
-__all__ = ("register", "simulate")
+__all__ = ("SIMULATE", "simulate")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "simulate",
-        help="run the monitor on the real clock with simulated peers, some going silent",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--peers", type=int, default=20, help="peers to simulate (default 20)")
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--peers", type=positive_int, default=20, help="peers to simulate (20)")
     parser.add_argument("--silent", type=int, default=5, help="peers that stop beating (5)")
-    parser.add_argument("--interval", type=float, default=0.5, help="beat interval, s (0.5)")
-    parser.add_argument("--misses", type=float, default=2, help="intervals of silence (2)")
-    parser.add_argument("--resolution", type=float, default=None, help="wheel resolution, s")
-    parser.add_argument("--duration", type=float, default=6.0, help="run time, s (6)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
-    parser.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
-    parser.set_defaults(run=_run)
+    add_timing_arguments(parser, interval=0.5)
+    parser.add_argument(
+        "--duration", type=positive("seconds"), default=6.0, help="run time in seconds (6)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (a new one each run)")
 
 
 def _run(args: argparse.Namespace) -> int:
-    configure_cli_logging(args.log_format)
     if not 0 <= args.silent <= args.peers:
-        raise SystemExit("simulate: --silent must be between 0 and --peers")
+        raise UsageError(
+            f"--silent must be between 0 and --peers ({args.peers}), not {args.silent}"
+        )
+    check_timing_arguments(args)
     summary = anyio.run(
         lambda: simulate(
             peers=args.peers,
@@ -58,6 +59,26 @@ def _run(args: argparse.Namespace) -> int:
     )
     _logger.info("heartbeat_monitor.simulate.summary", **summary)
     return 0 if summary["unexpected"] == 0 else 1
+
+
+SIMULATE = Command(
+    name="simulate",
+    help="the monitor alone on the real clock, with simulated peers (no network)",
+    description=(
+        "Run the monitor on the real clock with simulated peers, no network. Every peer\n"
+        "beats every --interval seconds; --silent of them stop at a random moment in the\n"
+        "first half of the run. Each expiry is logged as it happens; the summary at the\n"
+        "end says how many expired, whether any beating peer expired (exit status 1),\n"
+        "and the largest lateness seen."
+    ),
+    examples=(
+        "heartbeat-monitor simulate",
+        "heartbeat-monitor simulate --peers 1000 --silent 50 --interval 0.2 --duration 5",
+        "heartbeat-monitor simulate --seed 3 --log-format json",
+    ),
+    add_arguments=_add_arguments,
+    run=_run,
+)
 
 
 async def simulate(

@@ -1,66 +1,56 @@
-"""Transports by name: the ``heartbeat_monitor.adapters`` entry points, and ``serve`` on one.
+"""``heartbeat-monitor serve``: one monitor, one hub, the transport named by ``--transport``.
 
-``heartbeat-monitor serve --transport websocket|tcp|udp`` lands here (the
-Socket.IO ``serve`` command dispatches every other transport to
-:func:`run_serve`). Adapters are found by entry point, so this module imports
-no transport library: a transport whose extra is missing is simply not listed.
+Transports are found by entry point (``heartbeat_monitor.adapters``), so this
+module imports no transport library: the core alone serves TCP and UDP, and a
+transport whose extra is missing is reported with the ``pip install`` to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import signal
+from collections.abc import Callable, Sequence
 from functools import partial
 from importlib.metadata import entry_points
-from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
 import structlog
 
-from ._connection import ENTRY_POINT_GROUP, Transport
+from ._connection import Transport
 from ._errors import ConfigurationError
 from ._hub import PeerHub
 from ._monitor import HeartbeatMonitor
+from ._options import (
+    ADAPTERS_GROUP,
+    Command,
+    TransportBuilder,
+    UsageError,
+    add_server_arguments,
+    check_server_arguments,
+)
 
-__all__ = ("add_transport_options", "available", "load_transport", "run_serve", "serve")
+__all__ = ("available", "load_transport", "serve", "serve_command", "wait_for_stop")
 
 _logger = structlog.get_logger("heartbeat_monitor")
-#: The transport whose own ``serve`` command hosts the ``--transport`` flag.
+#: ``--transport`` when none is given.
 DEFAULT = "socketio"
 
 
 def available() -> list[str]:
-    """The names of the installed transports (entry points), sorted."""
-    return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)} | {DEFAULT})
+    """The names of the transports published as entry points, sorted."""
+    return sorted({entry.name for entry in entry_points(group=ADAPTERS_GROUP)})
 
 
 def load_transport(name: str) -> type[Transport]:
     """The transport class published under ``name``; :class:`ConfigurationError` if none."""
-    for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
+    for entry in entry_points(group=ADAPTERS_GROUP, name=name):
         loaded: type[Transport] = entry.load()
         return loaded
     raise ConfigurationError(f"no transport {name!r}; installed: {', '.join(available())}")
-
-
-def add_transport_options(parser: argparse.ArgumentParser) -> None:
-    """``--transport`` and the options only the other transports take."""
-    parser.add_argument(
-        "--transport",
-        choices=available(),
-        default=DEFAULT,
-        help=(
-            f"which transport to serve ({DEFAULT}); the others use --host, --port, --interval, "
-            "--misses, --resolution and the log flags, and ignore the Socket.IO-only ones"
-        ),
-    )
-    parser.add_argument(
-        "--udp-key-file",
-        type=Path,
-        default=None,
-        help="udp: file holding the shared HMAC key (or set HEARTBEAT_MONITOR_UDP_KEY)",
-    )
 
 
 async def serve(
@@ -75,36 +65,102 @@ async def serve(
         hub = PeerHub(monitor)
         async with anyio.create_task_group() as task_group:
             host, port = await task_group.start(transport.serve, hub)
+            url = getattr(transport, "url", None)
             _logger.info(
                 f"heartbeat_monitor.{transport.name}.serving",
                 host=host,
                 port=port,
                 timeout=timeout,
                 resolution=monitor.tracker.resolution,
+                **({"url": url} if url else {}),
             )
             task_status.started((host, port))
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.transport != "udp":
-        return {}
-    key: bytes | None = None
-    if args.udp_key_file is not None:
-        key = args.udp_key_file.read_bytes().strip()
-    elif os.environ.get("HEARTBEAT_MONITOR_UDP_KEY"):
-        key = os.environ["HEARTBEAT_MONITOR_UDP_KEY"].encode()
-    if key is None:
-        _logger.warning(
-            "heartbeat_monitor.udp.no_key", hint="without a key anyone can beat for any peer"
+async def wait_for_stop(duration: float | None = None) -> int | None:
+    """Wait for SIGINT or SIGTERM (returns 128 + its number, the exit status) or ``duration``.
+
+    Commands stop on it in order (the server first, so its clients end with "server
+    shutdown") instead of letting the signal cancel every task at once.
+    """
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.move_on_after(math.inf if duration is None else duration):
+            async for signum in signals:
+                return 128 + signum
+    return None
+
+
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _run(build: TransportBuilder, args: argparse.Namespace) -> int:
+    timeout = check_server_arguments(args)
+    transport = build(args)
+
+    async def main() -> int:
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(
+                partial(serve, transport, timeout=timeout, resolution=args.resolution)
+            )
+            status = await wait_for_stop()
+            task_group.cancel_scope.cancel()
+        return status or 0
+
+    try:
+        return anyio.run(main)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = _find_os_error(exc)
+        if error is None or error.errno not in _CANNOT_LISTEN:
+            raise
+        reason = os.strerror(error.errno).lower()
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+
+
+_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def serve_command(
+    names: Sequence[str],
+    build: TransportBuilder,
+    plugin_arguments: Sequence[Callable[[argparse.ArgumentParser], None]],
+) -> Command:
+    """``serve``: ``names`` for --transport, ``build`` makes the one asked for."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_server_arguments(parser, interval=5.0, port=8000)
+        parser.add_argument(
+            "--transport",
+            default=DEFAULT,
+            metavar="NAME",
+            help=f"what clients connect with: {', '.join(names)} ({DEFAULT})",
         )
-    return {"key": key}
+        for add in plugin_arguments:
+            add(parser)
 
-
-def run_serve(args: argparse.Namespace) -> int:
-    """``serve --transport NAME`` for every transport but Socket.IO (logging is configured)."""
-    transport_class = load_transport(args.transport)
-    factory: Any = transport_class
-    transport: Transport = factory(args.host, args.port, **_options(args))
-    timeout = args.interval * args.misses
-    anyio.run(partial(serve, transport, timeout=timeout, resolution=args.resolution))
-    return 0
+    return Command(
+        name="serve",
+        help="watch clients' heartbeats on one transport; log every departure",
+        description=(
+            "Serve one transport. Clients beat every --interval seconds; a client silent\n"
+            "for longer than --interval x --misses is ended with the reason 'heartbeat\n"
+            "timeout' and the other clients are told. Departures are logged as they happen\n"
+            "(JSON lines when stdout is not a terminal). Ctrl-C ends every client with\n"
+            "'server shutdown' and exits with status 130."
+        ),
+        examples=(
+            "heartbeat-monitor serve                               # Socket.IO on :8000",
+            "heartbeat-monitor serve --transport tcp --port 9000 --interval 1",
+            "heartbeat-monitor serve --transport websocket --misses 3",
+            "heartbeat-monitor serve --transport udp --udp-key-file key.txt",
+        ),
+        add_arguments=add_arguments,
+        run=partial(_run, build),
+    )

@@ -1,280 +1,261 @@
-"""``heartbeat-monitor serve`` and ``heartbeat-monitor demo`` (the CLI loads ``register``).
+"""The Socket.IO command-line plugin: ``serve --transport socketio`` and ``demo``.
 
-This is application code: it configures structlog (:func:`configure_logging`,
-reusable by other subcommands): a console renderer on a TTY, JSON lines otherwise.
+Published as the ``socketio`` entry point of ``heartbeat_monitor.cli`` (see
+``docs/plugins.md``); the core's ``serve`` runs the transport built here.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import sys
-from collections.abc import Hashable
-from typing import Any, Literal, TextIO
+import statistics
+from collections.abc import Hashable, Mapping
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
 import structlog
 
-__all__ = ("configure_logging", "register")
+from heartbeat_monitor import PeerGone, PeerHub, Reason
+from heartbeat_monitor.cli import (
+    CliPlugin,
+    Command,
+    UsageError,
+    add_server_arguments,
+    check_server_arguments,
+    positive,
+    positive_int,
+    serve,
+    wait_for_stop,
+)
 
-LogFormat = Literal["auto", "console", "json"]
+from ._cluster_cli import add_cluster_options, cluster_for, manager_for
 
+__all__ = ("PLUGIN", "SocketIOCommandLine")
 
-def configure_logging(
-    log_format: LogFormat = "auto", *, level: str = "info", stream: TextIO | None = None
-) -> None:
-    """Configure structlog for a command: console on a TTY (or ``"console"``), else JSON lines."""
-    import logging
-
-    stream = sys.stdout if stream is None else stream
-    if log_format == "auto":
-        log_format = "console" if stream.isatty() else "json"
-    renderer: Any
-    if log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer()
-    else:
-        renderer = structlog.processors.JSONRenderer(default=repr)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
-    )
+_logger = structlog.get_logger("heartbeat_monitor")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {text!r}")
-    return value
-
-
-def _add_server_options(parser: argparse.ArgumentParser, *, interval: float, port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=port, help=f"port to listen on ({port})")
-    parser.add_argument(
-        "--interval",
-        type=_seconds,
-        default=interval,
-        help=f"heartbeat interval clients use, in seconds; fractions allowed ({interval})",
-    )
-    parser.add_argument(
-        "--misses",
-        type=_seconds,
-        default=2.0,
-        help="intervals a client may miss before it is gone; fractions allowed (2)",
-    )
-    parser.add_argument(
-        "--resolution", type=_seconds, default=None, help="expiry resolution (timeout/10, max 1 s)"
-    )
-    parser.add_argument("--namespace", default="/", help="Socket.IO namespace to watch (/)")
-    parser.add_argument(
+def add_socketio_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the Socket.IO server (``serve --transport socketio`` and ``demo``)."""
+    group = parser.add_argument_group("Socket.IO (--transport socketio)")
+    group.add_argument("--namespace", default="/", help="Socket.IO namespace to watch (/)")
+    group.add_argument(
         "--room", default="peers", help="room every client joins, to hear peer_gone (peers)"
     )
-    parser.add_argument("--event", default="heartbeat", help="heartbeat event name (heartbeat)")
-    parser.add_argument(
+    group.add_argument("--event", default="heartbeat", help="heartbeat event name (heartbeat)")
+    group.add_argument(
         "--any-event", action="store_true", help="count any inbound event as a heartbeat"
     )
-    parser.add_argument(
+    group.add_argument(
         "--ping-interval",
-        type=_seconds,
+        type=positive("seconds"),
         default=25.0,
-        help="engine.io ping interval; fractions are corrected to whole advertised seconds (25)",
+        help="engine.io ping interval in seconds; rounded to whole seconds as advertised (25)",
     )
-    parser.add_argument(
-        "--ping-timeout", type=_seconds, default=20.0, help="engine.io ping timeout (20)"
+    group.add_argument(
+        "--ping-timeout",
+        type=positive("seconds"),
+        default=20.0,
+        help="engine.io ping timeout in seconds (20)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--cors-allowed-origins",
         default="*",
-        help="comma-separated origins allowed to connect, or * (default *)",
+        help="comma-separated origins allowed to connect, or * (*)",
     )
-    parser.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default="auto",
-        help="console on a TTY, JSON otherwise (auto)",
-    )
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error (info)")
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``serve`` and ``demo`` to the ``heartbeat-monitor`` command line."""
-    serve = commands.add_parser(
-        "serve",
-        help="run a Socket.IO server that watches its clients' heartbeats",
-        description=(
-            "Run python-socketio under uvicorn (path /socket.io/). Clients emit 'heartbeat' "
-            "every --interval seconds; one silent for more than --misses intervals is "
-            "disconnected, and the others (all in one room) receive peer_gone "
-            '{"peer": <sid>, "reason": <str>}. Departures are logged live.'
-        ),
-    )
-    _add_server_options(serve, interval=5.0, port=8000)
-    from heartbeat_monitor._transports import add_transport_options
-
-    add_transport_options(serve)  # --transport socketio|websocket|tcp|udp (entry points)
-    from ._cluster_cli import add_cluster_options
-
-    add_cluster_options(serve)
-    serve.set_defaults(run=run_serve)
-
-    demo = commands.add_parser(
-        "demo",
-        help="serve, plus a few simulated clients, some going silent: watch expiry happen",
-    )
-    _add_server_options(demo, interval=0.5, port=0)
-    demo.add_argument("--clients", type=_positive_int, default=4, help="beating clients (4)")
-    demo.add_argument("--silent", type=int, default=2, help="clients that go silent (2)")
-    demo.add_argument(
-        "--duration", type=_seconds, default=None, help="stop after this many seconds (Ctrl-C)"
-    )
-    demo.set_defaults(run=run_demo)
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_socketio_options(parser)
+    add_cluster_options(parser)
 
 
-def _build(args: argparse.Namespace) -> Any:
-    import socketio
+class SocketIOCommandLine:
+    """The transport ``serve --transport socketio`` runs: a python-socketio server under
+    uvicorn with a :class:`SocketIOAdapter` on the hub's monitor, in a cluster with
+    ``--redis-url``."""
 
-    from ._adapter import SocketIOAdapter
-    from ._cluster_cli import manager_for
-    from ._server import SocketIOServer
+    name: ClassVar[str] = "socketio"
 
-    origins = args.cors_allowed_origins
-    cors: str | list[str] = "*" if origins == "*" else [o for o in origins.split(",") if o]
-    sio = socketio.AsyncServer(
-        async_mode="asgi",
-        ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout,
-        cors_allowed_origins=cors,
-        client_manager=manager_for(args),
-    )
-    adapter = SocketIOAdapter(
-        sio,
-        interval=args.interval,
-        misses=args.misses,
-        event=args.event,
-        namespace=args.namespace,
-        any_event=args.any_event,
-        room=args.room or None,
-        resolution=args.resolution,
-        engineio="fix",
-        min_beat_gap=args.interval / 10,
-    )
-    return SocketIOServer(adapter, host=args.host, port=args.port, signals=True)
+    def __init__(
+        self, args: argparse.Namespace, *, identify: Any = None, on_gone: Any = None
+    ) -> None:
+        self.args = args
+        self.identify = identify
+        self.on_gone = on_gone
+        #: The Socket.IO endpoint, once listening.
+        self.url: str | None = None
+        self.adapter: Any = None
+        self._manager = manager_for(args)  # a bad --redis-url is refused before starting
 
+    async def serve(
+        self,
+        hub: PeerHub,
+        *,
+        task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        import socketio
 
-def run_serve(args: argparse.Namespace) -> int:
-    configure_logging(args.log_format, level=args.log_level)
-    if args.transport != "socketio":
-        from heartbeat_monitor._transports import run_serve as run_transport
+        from ._adapter import SocketIOAdapter
+        from ._server import SocketIOServer
 
-        return run_transport(args)
-    server = _build(args)
-    from ._cluster_cli import cluster_for
-
-    cluster = cluster_for(args, server.adapter)
-
-    async def main() -> None:
-        async with cluster, server.adapter, anyio.create_task_group() as task_group:
-            await task_group.start(_serve_logged, server, args)
-
-    anyio.run(main, backend="asyncio")
-    server.raise_captured_signals()
-    return 0
-
-
-async def _serve_logged(
-    server: Any,
-    args: argparse.Namespace,
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    logger = structlog.get_logger("heartbeat_monitor")
-    async with anyio.create_task_group() as task_group:
-        await task_group.start(server.serve)
-        task_status.started()
-        logger.info(
-            "heartbeat_monitor.socketio.serving",
-            url=f"{server.url}/socket.io/",
-            namespace=args.namespace,
+        args = self.args
+        origins = args.cors_allowed_origins
+        cors: str | list[str] = "*" if origins == "*" else [o for o in origins.split(",") if o]
+        sio = socketio.AsyncServer(
+            async_mode="asgi",
+            ping_interval=args.ping_interval,
+            ping_timeout=args.ping_timeout,
+            cors_allowed_origins=cors,
+            client_manager=self._manager,
+        )
+        adapter = SocketIOAdapter(
+            sio,
+            hub=hub,
             interval=args.interval,
             misses=args.misses,
-            timeout=server.adapter.timeout,
-            heartbeat_event=args.event,
-            room=args.room,
+            event=args.event,
+            namespace=args.namespace,
+            any_event=args.any_event,
+            room=args.room or None,
+            identify=self.identify,
+            on_gone=self.on_gone,
+            engineio="fix",
+            min_beat_gap=args.interval / 10,
         )
+        server = SocketIOServer(adapter, host=args.host, port=args.port)
+        self.adapter = adapter
+        self.url = f"{server.url}/{server.path}/"
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            # Shielded: cancelling serve() (Ctrl-C) stops uvicorn, which then shuts down in
+            # full: every peer ends with "server shutdown" and the sockets are closed.
+            with anyio.CancelScope(shield=True):
+                await server.serve(task_status=task_status)
+
+        async with cluster_for(args, adapter), adapter, anyio.create_task_group() as task_group:
+            await task_group.start(run)
+            task_status.started((server.host, server.port))
+            try:
+                await anyio.sleep_forever()
+            finally:
+                server.stop()
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """``serve`` in-process plus simulated clients: some beat, some go silent, one leaves."""
-    configure_logging(args.log_format, level=args.log_level)
-    server = _build(args)
+# -- demo ------------------------------------------------------------------------------------
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    add_server_arguments(parser, interval=0.5, port=0)
+    parser.add_argument("--clients", type=positive_int, default=4, help="beating clients (4)")
+    parser.add_argument(
+        "--silent", type=int, default=2, help="clients that go silent, one after another (2)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive("seconds"),
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    add_socketio_options(parser)
+
+
+def _identify(sid: str, environ: Mapping[str, Any], auth: Any) -> Hashable | None:
+    """Demo clients connect with ``auth={"name": "client-N"}``: the name is the peer id."""
+    name = auth.get("name") if isinstance(auth, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+class _Tally:
+    """What the demo saw, for the summary at the end."""
+
+    def __init__(self) -> None:
+        self.clients = 0
+        self.last_beat: dict[str, float] = {}
+        self.ends: dict[str, tuple[str, float]] = {}
+        self.notices = 0
+        #: Set when the demo ends: later ends are the shutdown's, not departures.
+        self.stopping = False
+
+    def gone(self, event: PeerGone) -> None:
+        if not self.stopping:
+            self.ends.setdefault(str(event.key), (event.reason, anyio.current_time()))
+
+    def summary(self) -> dict[str, Any]:
+        timeout = Reason.HEARTBEAT_TIMEOUT
+        expiries = {p: t for p, (r, t) in self.ends.items() if r == timeout}
+        departures = [r for r, _ in self.ends.values() if r != timeout]
+        latency = [t - self.last_beat[p] for p, t in expiries.items() if p in self.last_beat]
+        figures: dict[str, Any] = {
+            "clients": self.clients,
+            "expiries": len(expiries),
+            "departures": len(departures),
+            "notices_delivered": self.notices,
+        }
+        if latency:
+            figures["detection_latency_s"] = {
+                "min": round(min(latency), 3),
+                "median": round(statistics.median(latency), 3),
+                "max": round(max(latency), 3),
+            }
+        return figures
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Serve in-process plus simulated clients: some beat, some go silent, one leaves."""
+    timeout = check_server_arguments(args)
+    if args.silent < 0:
+        raise UsageError(f"--silent must be >= 0, not {args.silent}")
+    tally = _Tally()
+    transport = SocketIOCommandLine(args, identify=_identify, on_gone=tally.gone)
+
+    status: int | None = None
 
     async def main() -> None:
+        nonlocal status
         # The clients stop cooperatively (an Event, not cancellation): python-socketio's
         # client swallows CancelledError in places, which would confuse cancel scopes.
         stopping = anyio.Event()
-        async with server.adapter, anyio.create_task_group() as task_group:
-
-            async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-                await _serve_logged(server, args, task_status=task_status)
-                stopping.set()  # stopped by Ctrl-C: the clients stop too
-
-            await task_group.start(serve)
+        try:
             async with anyio.create_task_group() as clients:
-                total = args.clients + max(0, args.silent)
-                timeout = server.adapter.timeout
-                for index in range(total):
-                    silent_after = leave_after = None
-                    if index >= args.clients:
-                        silent_after = timeout * (1 + 2 * (index - args.clients))
-                    elif index == 0 and args.clients > 1:
-                        leave_after = timeout * 2
-                    clients.start_soon(
-                        _demo_client,
-                        server,
-                        args,
-                        f"client-{index}",
-                        stopping,
-                        silent_after,
-                        leave_after,
+                async with anyio.create_task_group() as server:
+                    await server.start(
+                        lambda task_status: serve(
+                            transport,
+                            timeout=timeout,
+                            resolution=args.resolution,
+                            task_status=task_status,
+                        )
                     )
-                if args.duration is not None:
-                    with anyio.move_on_after(args.duration):
-                        await stopping.wait()
-                    stopping.set()
-            server.stop()
+                    for index in range(args.clients + args.silent):
+                        silent_after = leave_after = None
+                        if index >= args.clients:
+                            silent_after = timeout * (1 + 2 * (index - args.clients))
+                        elif index == 0 and args.clients > 1:
+                            leave_after = timeout * 2
+                        clients.start_soon(
+                            _demo_client, transport, args, tally, f"client-{index}", stopping,
+                            silent_after, leave_after,
+                        )  # fmt: skip
+                    status = await wait_for_stop(args.duration)
+                    # The server stops first: the clients still connected end with
+                    # "server shutdown", not as departures.
+                    tally.stopping = True
+                    server.cancel_scope.cancel()
+                stopping.set()
+        finally:
+            tally.stopping = True
+            stopping.set()
+            _logger.info("heartbeat_monitor.demo.summary", **tally.summary())
 
     anyio.run(main, backend="asyncio")
-    server.raise_captured_signals()
-    return 0
+    return status or 0
 
 
 async def _demo_client(
-    server: Any,
+    transport: SocketIOCommandLine,
     args: argparse.Namespace,
+    tally: _Tally,
     name: str,
     stopping: anyio.Event,
     silent_after: float | None,
@@ -284,17 +265,20 @@ async def _demo_client(
 
     from ._client import HeartbeatClient
 
-    logger = structlog.get_logger("heartbeat_monitor")
     # handle_sigint=False: engine.io would otherwise cancel every task in the process on Ctrl-C.
     client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
 
     def told(data: dict[str, Hashable]) -> None:
-        logger.info("heartbeat_monitor.demo.told", client=name, **data)
+        tally.notices += 1
+        _logger.info("heartbeat_monitor.demo.told", client=name, **data)
 
     client.on("peer_gone", told, namespace=args.namespace)
     try:
-        await client.connect(server.url, namespaces=[args.namespace], wait_timeout=5)
-        logger.info(
+        await client.connect(
+            transport.url or "", namespaces=[args.namespace], auth={"name": name}, wait_timeout=5
+        )
+        tally.clients += 1
+        _logger.info(
             "heartbeat_monitor.demo.client_started",
             client=name,
             sid=client.get_sid(args.namespace),
@@ -303,16 +287,51 @@ async def _demo_client(
         )
         beating = HeartbeatClient(client, args.interval, event=args.event, namespace=args.namespace)
         until = leave_after if leave_after is not None else silent_after
-        async with beating:
-            with anyio.move_on_after(math.inf if until is None else until):
+        started = anyio.current_time()
+        while not stopping.is_set():
+            if until is not None and anyio.current_time() - started >= until:
+                break
+            if await beating.beat():
+                tally.last_beat[name] = anyio.current_time()
+            with anyio.move_on_after(args.interval):
                 await stopping.wait()
         if stopping.is_set():
             return
         if leave_after is not None:
-            logger.info("heartbeat_monitor.demo.client_leaving", client=name)
+            _logger.info("heartbeat_monitor.demo.client_leaving", client=name)
             return
-        logger.info("heartbeat_monitor.demo.client_silent", client=name)
+        _logger.info("heartbeat_monitor.demo.client_silent", client=name)
         await stopping.wait()  # the server disconnects it meanwhile
     finally:
         with anyio.CancelScope(shield=True):
             await client.disconnect()
+
+
+DEMO = Command(
+    name="demo",
+    help="a Socket.IO server plus simulated clients, some going silent: watch expiry happen",
+    description=(
+        "Serve Socket.IO in this process and connect simulated clients to it. Every\n"
+        "client beats every --interval seconds; --silent of them stop beating, one after\n"
+        "another, and are expired once silent for --interval x --misses; one client\n"
+        "leaves. The others are told each time (peer_gone). Clients are named client-N\n"
+        "everywhere (the peer id); each one's Socket.IO sid is shown once, when it\n"
+        "connects. A summary closes the run: clients, expiries, departures, notices\n"
+        "delivered and the detection latency (last heartbeat to expiry)."
+    ),
+    examples=(
+        "heartbeat-monitor demo",
+        "heartbeat-monitor demo --duration 10",
+        "heartbeat-monitor demo --clients 10 --silent 3 --interval 0.2 --log-format json",
+    ),
+    add_arguments=_demo_arguments,
+    run=_run_demo,
+)
+
+
+#: The ``socketio`` entry point of ``heartbeat_monitor.cli``.
+PLUGIN = CliPlugin(
+    commands=(DEMO,),
+    serve_arguments=_serve_arguments,
+    transports={"socketio": SocketIOCommandLine},
+)

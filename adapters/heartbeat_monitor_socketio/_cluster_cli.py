@@ -1,7 +1,8 @@
-"""``heartbeat-monitor serve --redis-url ...``: the command-line side of :mod:`._cluster`.
+"""``heartbeat-monitor serve --redis-url ...``: the command-line side of the Redis cluster.
 
 Imports nothing from Redis until a Redis URL is given: ``serve`` alone stays one
-process, in memory.
+process, in memory. Without the ``redis`` extra, ``--redis-url`` is one line
+naming the ``pip install`` to run.
 """
 
 from __future__ import annotations
@@ -10,39 +11,41 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from ._cli import _seconds
+from heartbeat_monitor.cli import UsageError, positive
 
 if TYPE_CHECKING:
     from ._adapter import SocketIOAdapter
 
 __all__ = ("add_cluster_options", "cluster_for", "manager_for")
 
+_INSTALL = "pip install 'aio-heartbeat-monitor[redis]'"
+
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """``--redis-url`` and the options that only matter with it."""
     group = parser.add_argument_group(
-        "cluster (several serve processes sharing one Redis)",
-        "With --redis-url, peer_gone reaches the clients of every node (python-socketio's "
-        "Redis manager), presence is shared, and the peers of a node that stops beating "
-        "into Redis are announced gone once, by one surviving node.",
+        "cluster (several Socket.IO serve processes sharing one Redis)",
+        "With --redis-url, peer_gone reaches the clients of every node, presence is\n"
+        "shared, and the clients of a node that stops beating into Redis are announced\n"
+        "gone once, by one surviving node. Needs the redis extra.",
     )
     group.add_argument(
-        "--redis-url", default=None, help="redis://host:port/db; none: one process, in memory"
+        "--redis-url", default=None, help="redis://host:port/db (default: one process, in memory)"
     )
     group.add_argument(
         "--node-id", default=None, help="this node's name in the cluster (host-pid-random)"
     )
     group.add_argument(
         "--node-timeout",
-        type=_seconds,
+        type=positive("seconds"),
         default=10.0,
-        help="a node silent in Redis this long is dead; its peers are announced gone (10)",
+        help="seconds a node may be silent in Redis before its clients are announced gone (10)",
     )
     group.add_argument(
         "--sync-interval",
-        type=_seconds,
+        type=positive("seconds"),
         default=None,
-        help="one Redis round trip per node this often (min(node-timeout/5, 1 s))",
+        help="seconds between a node's Redis round trips (node-timeout/5, max 1)",
     )
     group.add_argument(
         "--redis-channel", default="socketio", help="python-socketio pub/sub channel (socketio)"
@@ -55,27 +58,31 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def manager_for(args: argparse.Namespace) -> Any:
-    """The Socket.IO client manager: a :class:`ClusterRedisManager` with ``--redis-url``."""
+    """The Socket.IO client manager: a ``ClusterRedisManager`` with ``--redis-url``."""
     url = getattr(args, "redis_url", None)
     if not url:
         return None
-    from ._redis_manager import ClusterRedisManager
-
+    try:
+        from ._redis_manager import ClusterRedisManager
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"--redis-url needs the redis extra ({exc}): {_INSTALL}") from None
     try:
         return ClusterRedisManager(url, channel=args.redis_channel)
     except ValueError as exc:
-        raise SystemExit(f"heartbeat-monitor serve: --redis-url {url!r}: {exc}") from None
+        raise UsageError(f"--redis-url {url!r}: {exc}") from None
 
 
 def cluster_for(
     args: argparse.Namespace, adapter: SocketIOAdapter
 ) -> contextlib.AbstractAsyncContextManager[Any]:
-    """A :class:`RedisCluster` to run around the server, or a no-op without ``--redis-url``."""
+    """A ``RedisCluster`` to run around the server, or a no-op without ``--redis-url``."""
     url = getattr(args, "redis_url", None)
     if not url:
         return contextlib.nullcontext()
-    from ._cluster import RedisCluster
-
+    try:
+        from ._cluster import RedisCluster
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"--redis-url needs the redis extra ({exc}): {_INSTALL}") from None
     try:
         return RedisCluster(
             adapter,
@@ -86,4 +93,4 @@ def cluster_for(
             presence_event=args.presence_event or None,
         )
     except ValueError as exc:  # ConfigurationError included
-        raise SystemExit(f"heartbeat-monitor serve: {exc}") from None
+        raise UsageError(str(exc)) from None

@@ -37,7 +37,7 @@ def test_simulate_expires_exactly_the_silent_peers_and_logs_json_off_a_tty():
 
 def test_simulate_refuses_nonsense():
     result = run_cli("simulate", "--peers", "2", "--silent", "3")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "--silent" in result.stderr
 
 

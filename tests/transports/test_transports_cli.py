@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from functools import partial
@@ -14,7 +13,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
 from heartbeat_monitor import ConfigurationError
-from heartbeat_monitor._transports import add_transport_options, available, load_transport, serve
+from heartbeat_monitor._transports import available, load_transport
+from heartbeat_monitor.cli import serve
 
 
 def test_every_adapter_is_found_by_entry_point():
@@ -28,15 +28,6 @@ def test_every_adapter_is_found_by_entry_point():
     assert load_transport("websocket") is WebSocketTransport
     with pytest.raises(ConfigurationError, match="no transport 'carrier-pigeon'"):
         load_transport("carrier-pigeon")
-
-
-def test_transport_options():
-    parser = argparse.ArgumentParser()
-    add_transport_options(parser)
-    assert parser.parse_args([]).transport == "socketio"
-    assert parser.parse_args(["--transport", "udp"]).transport == "udp"
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--transport", "carrier-pigeon"])
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
