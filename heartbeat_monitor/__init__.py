@@ -40,6 +40,7 @@ from ._events import (
     Suspected,
 )
 from ._hub import PeerHub
+from ._metrics import Metrics
 from ._monitor import ExpireCallback, HeartbeatMonitor
 from ._policy import (
     FixedTimeout,
@@ -51,6 +52,7 @@ from ._policy import (
     StatefulPolicy,
 )
 from ._refusals import Refusals
+from ._status import serve_status
 from ._streams import EventStream
 from ._tracker import LivenessTracker
 from ._wire import (
@@ -85,6 +87,7 @@ __all__ = (
     "Link",
     "LivenessTracker",
     "ManualClock",
+    "Metrics",
     "MissedBeats",
     "MonotonicClock",
     "OpenCallback",
@@ -113,6 +116,7 @@ __all__ = (
     "encode_shared",
     "parse_hello",
     "serve_connection",
+    "serve_status",
 )
 
 __version__ = "0.1.0"

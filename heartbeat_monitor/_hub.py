@@ -136,6 +136,7 @@ class PeerHub:
         "_runner",
         "_timeout",
         "audience",
+        "beats",
         "gone",
         "max_rate",
         "max_size",
@@ -180,6 +181,8 @@ class PeerHub:
         self.refused = Refusals()
         #: Episodes ended so far, by reason.
         self.gone: Counter[str] = Counter()
+        #: Beats passed to the monitor so far (a plain int: read in bulk by Metrics).
+        self.beats = 0
         #: The timeout of this hub's peers (``None``: the monitor's).
         self._timeout = None if timeout == monitor.tracker.timeout else timeout
         self._clock = monitor.clock
@@ -329,7 +332,10 @@ class PeerHub:
             if now - link.last_beat < gap:
                 return False
             link.last_beat = now
-        return self.monitor.beat(link.episode)
+        if self.monitor.beat(link.episode):
+            self.beats += 1
+            return True
+        return False
 
     def close(self, link: Link, reason: str, *, detail: str = "") -> bool:
         """The connection ended (``reason`` from :class:`Reason`); ``False`` if already ended.

@@ -1,0 +1,538 @@
+"""What the monitor and the hub have seen, read in bulk: for Prometheus and the status page.
+
+Theory of operation
+===================
+
+Nothing here runs per beat. The figures already exist as plain numbers where
+the work is done: the hub's counters (``hub.beats``, ``hub.gone`` by reason,
+``hub.refused`` by kind), the tracker's size and suspects, the storm brake,
+the driver's ``loop_lag``. :class:`Metrics` reads them when asked — a
+Prometheus scrape, a ``/status.json``, a sample for the status page's plots —
+so a beat costs exactly what it cost before.
+
+What has no counter of its own is measured on the rare events only:
+
+* **detection latency**, from a peer's deadline to its end being announced:
+  the monitor's :class:`~heartbeat_monitor.Expired` carries the deadline, the
+  hub's :class:`~heartbeat_monitor.PeerGone` is the announcement; whichever of
+  the two comes first waits for the other (a gated hub announces later);
+* **self-pauses**: the driver's :class:`~heartbeat_monitor.Stalled` events;
+* **loop lag**: a sampler task wakes every ``sample_interval`` seconds and
+  records how late it woke (and the driver's lag when that was a new peak), so
+  the histogram fills even while the driver sleeps with no peer due.
+
+The Prometheus side (:meth:`Metrics.register`, :meth:`Metrics.collect`) builds
+metric families from these numbers at scrape time; ``prometheus_client`` is
+imported only then, so the core never imports it and works without it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, final
+
+import anyio
+import anyio.abc
+import structlog
+
+from ._errors import ConfigurationError
+from ._events import Expired, Stalled
+from ._episode import Episode, PeerGone, Reason
+from ._hub import PeerHub
+from ._monitor import HeartbeatMonitor
+from ._validate import positive
+
+if TYPE_CHECKING:
+    from ._status import ASGIApp
+
+__all__ = ("DETECTION_BUCKETS", "LAG_BUCKETS", "Histogram", "Metrics")
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+#: Default buckets of ``heartbeat_monitor_detection_latency_seconds`` (seconds past the deadline).
+DETECTION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Default buckets of ``heartbeat_monitor_loop_lag_seconds``.
+LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+#: Expiries waiting for their announcement (or the reverse) are forgotten beyond this many
+#: (a gate that never lets a departure through must not grow memory).
+_MAX_WAITING = 10_000
+_INSTALL_HINT = "pip install 'aio-heartbeat-monitor[metrics]'"
+
+
+@final
+class Histogram:
+    """Counts of observations per bucket (Prometheus semantics: ``value <= le``), sum, count."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(float(bound) for bound in bounds))
+        if not self.bounds or not all(math.isfinite(bound) for bound in self.bounds):
+            raise ConfigurationError(f"histogram buckets must be finite numbers, not {bounds!r}")
+        #: Observations per bucket (not cumulative); the last one is ``+Inf``.
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(le, count of values <= le)`` per bucket, ending with ``(inf, count)``."""
+        total = 0
+        out = []
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "count": self.count,
+            "sum": self.sum,
+            "buckets": [["+Inf" if math.isinf(le) else le, n] for le, n in self.cumulative()],
+        }
+
+
+@final
+class _Departure:
+    """One end, as the status page lists it (the latency arrives with the expiry)."""
+
+    __slots__ = ("at", "detail", "episode", "latency", "peer", "reason")
+
+    def __init__(self, event: PeerGone, at: float) -> None:
+        self.at = at
+        self.peer = event.key
+        self.episode = event.episode
+        self.reason = event.reason
+        self.detail = event.detail
+        self.latency: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "peer": _label(self.peer),
+            "episode": self.episode,
+            "reason": self.reason,
+            "detail": self.detail,
+            "latency": self.latency,
+        }
+
+
+def _label(peer: Hashable) -> str:
+    """A peer id for display (the status page; never a Prometheus label)."""
+    text = peer if isinstance(peer, str) else repr(peer)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+@final
+class Metrics:
+    """The figures of one hub (or a bare monitor), read in bulk; nothing is counted per beat.
+
+    ``Metrics(hub)`` subscribes to the hub's departures and the monitor's
+    expiries and stalls (rare events only). Then, one line each:
+
+    * ``metrics.register(registry)``: its collector on a ``prometheus_client``
+      registry (default: the global one; needs the ``metrics`` extra);
+    * ``metrics.app()``: an ASGI app serving ``/metrics``, ``/status`` (a live
+      page), ``/status.json`` and ``/status/events`` (Server-Sent Events), to
+      mount beside an application (``socketio.ASGIApp(sio, other_asgi_app=...)``);
+    * ``async with metrics:`` (or ``await task_group.start(metrics.run)``): the
+      sampler behind the loop-lag histogram and the page's plots.
+
+    ``sample_interval``: seconds between samples; ``history``: samples kept for
+    the plots; ``departures``: recent ends listed on the page.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_announced",
+        "_changed",
+        "_closed",
+        "_deadlines",
+        "_expired",
+        "_lag_peak",
+        "_last_beats",
+        "_last_sample",
+        "_latest_latency",
+        "_sources",
+        "_task_group",
+        "_version",
+        "departures",
+        "detection_latency",
+        "history",
+        "hub",
+        "loop_lag",
+        "monitor",
+        "sample_interval",
+        "self_pauses",
+        "started",
+    )
+
+    def __init__(
+        self,
+        source: PeerHub | HeartbeatMonitor,
+        *,
+        sample_interval: float = 1.0,
+        history: int = 300,
+        departures: int = 50,
+        detection_buckets: Sequence[float] = DETECTION_BUCKETS,
+        lag_buckets: Sequence[float] = LAG_BUCKETS,
+    ) -> None:
+        if isinstance(source, PeerHub):
+            self.hub: PeerHub | None = source
+            self.monitor = source.monitor
+        elif isinstance(source, HeartbeatMonitor):
+            self.hub = None
+            self.monitor = source
+        else:
+            raise ConfigurationError(
+                f"Metrics needs a PeerHub or a HeartbeatMonitor, not {source!r}"
+            )
+        self.sample_interval = positive("sample_interval", sample_interval)
+        if history < 1 or departures < 1:
+            raise ConfigurationError("history and departures must be >= 1")
+        #: Seconds from each expired peer's deadline to its end being announced.
+        self.detection_latency = Histogram(detection_buckets)
+        #: How late the event loop woke a sleeping task, one observation per sample.
+        self.loop_lag = Histogram(lag_buckets)
+        #: Times the driver found its own loop stalled and granted grace (``Stalled``).
+        self.self_pauses = 0
+        #: The most recent ends, newest last.
+        self.departures: deque[_Departure] = deque(maxlen=departures)
+        #: Samples for the plots: (wall time, beats per second, max detection latency or None).
+        self.history: deque[tuple[float, float, float | None]] = deque(maxlen=history)
+        #: Wall-clock time this object was made (for uptime).
+        self.started = time.time()
+        #: Counters of other parts (presence, a cluster): name -> a function reading it.
+        self._sources: dict[str, Any] = {}
+        self._expired = 0
+        self._deadlines: dict[tuple[Hashable, int], float] = {}
+        self._announced: dict[tuple[Hashable, int], tuple[float, _Departure]] = {}
+        self._latest_latency: float | None = None
+        self._last_beats = self.beats
+        self._last_sample = time.monotonic()
+        self._lag_peak = self.monitor.max_loop_lag
+        self._changed: anyio.Event | None = None
+        self._version = 0
+        self._closed = False
+        self.monitor.on_expire(self._on_expired)
+        self.monitor.on_stall(self._on_stall)
+        if self.hub is not None:
+            self.hub.on_gone(self._on_gone)
+
+    # -- the rare events -------------------------------------------------------------------
+
+    def _on_gone(self, event: PeerGone) -> None:
+        departure = _Departure(event, time.time())
+        self.departures.append(departure)
+        if event.expired:
+            key = (event.key, event.episode)
+            deadline = self._deadlines.pop(key, None)
+            now = self.monitor.clock.now()
+            if deadline is None:  # the expiry comes next, in the same dispatch
+                _remember(self._announced, key, (now, departure))
+            else:  # a gated hub: the expiry came first
+                self._latency(now - deadline, departure)
+        self._notify()
+
+    def _on_expired(self, event: Expired) -> None:
+        episode = event.key
+        if self.hub is None:
+            self._expired += 1
+            self._latency(event.late_by, None)
+            self._notify()
+            return
+        if type(episode) is not Episode:
+            return  # not this hub's key
+        key = (episode.peer, episode.number)
+        announced = self._announced.pop(key, None)
+        if announced is None:
+            _remember(self._deadlines, key, event.deadline)
+        else:
+            at, departure = announced
+            self._latency(at - event.deadline, departure)
+
+    def _latency(self, latency: float, departure: _Departure | None) -> None:
+        latency = max(latency, 0.0)
+        self.detection_latency.observe(latency)
+        if departure is not None:
+            departure.latency = latency
+        if self._latest_latency is None or latency > self._latest_latency:
+            self._latest_latency = latency
+
+    def _on_stall(self, event: Stalled) -> None:
+        self.self_pauses += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        self._version += 1
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    @property
+    def version(self) -> int:
+        """Grows with every departure, stall and :meth:`close` (for live views)."""
+        return self._version
+
+    async def changed(self, seen: int, within: float) -> int:
+        """Wait until :attr:`version` is past ``seen``, at most ``within`` seconds; return it."""
+        with anyio.move_on_after(within):
+            while self._version == seen:
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+        return self._version
+
+    # -- counters of other parts -----------------------------------------------------------
+
+    def add_counter(self, name: str, read: Any) -> None:
+        """Expose ``read()`` (an int that only grows) as ``heartbeat_monitor_<name>_total``.
+
+        For parts that keep their own counters (presence: ``presence_diffs``,
+        ``notices_sent``); read at scrape time, like everything here.
+        """
+        if not name.isidentifier() or not callable(read):
+            raise ConfigurationError(f"add_counter needs a name and a callable, not {name!r}")
+        self._sources[name] = read
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def beats(self) -> int:
+        """Beats passed to the monitor through the hub so far (0 without a hub)."""
+        return self.hub.beats if self.hub is not None else 0
+
+    def peers(self) -> dict[str, int]:
+        """Tracked peers by state: ``alive``, ``suspect`` and ``held`` (by the storm brake).
+
+        A suspect's expiry is held while the storm brake holds, so then every
+        suspect counts as ``held``.
+        """
+        tracker = self.monitor.tracker
+        suspects = tracker.suspects
+        held = tracker.storm
+        return {
+            "alive": len(tracker) - suspects,
+            "suspect": 0 if held else suspects,
+            "held": suspects if held else 0,
+        }
+
+    def gone(self) -> Mapping[str, int]:
+        """Ends so far, by reason."""
+        if self.hub is not None:
+            return self.hub.gone
+        return {Reason.HEARTBEAT_TIMEOUT: self._expired} if self._expired else {}
+
+    def refused(self) -> Mapping[str, int]:
+        """Refusals of bad input so far, by kind."""
+        return self.hub.refused if self.hub is not None else {}
+
+    def counters(self) -> dict[str, int]:
+        """The counters added with :meth:`add_counter`, read now."""
+        out = {}
+        for name, read in self._sources.items():
+            try:
+                out[name] = int(read())
+            except Exception:
+                _logger.exception("heartbeat_monitor.metrics.counter_failed", counter=name)
+        return out
+
+    def snapshot(self) -> dict[str, object]:
+        """Every figure, as the status page and ``/status.json`` show it."""
+        monitor = self.monitor
+        tracker = monitor.tracker
+        return {
+            "time": time.time(),
+            "started": self.started,
+            "timeout": tracker.timeout,
+            "resolution": tracker.resolution,
+            "peers": self.peers(),
+            "beats": self.beats,
+            "gone": dict(self.gone()),
+            "refused": dict(self.refused()),
+            "detection_latency": self.detection_latency.as_dict(),
+            "loop_lag": {
+                "last": monitor.loop_lag,
+                "max": monitor.max_loop_lag,
+                **self.loop_lag.as_dict(),
+            },
+            "storm_active": tracker.storm,
+            "self_pauses": self.self_pauses,
+            "callback_failures": monitor.runner.failures,
+            "counters": self.counters(),
+            "departures": [departure.as_dict() for departure in self.departures],
+            "history": {
+                "interval": self.sample_interval,
+                "time": [sample[0] for sample in self.history],
+                "beats_per_second": [sample[1] for sample in self.history],
+                "detection_latency": [sample[2] for sample in self.history],
+            },
+        }
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def sample(self, lag: float = 0.0) -> None:
+        """Record one sample: beats per second since the last, latency, ``lag`` (seconds)."""
+        now = time.monotonic()
+        peak = self.monitor.max_loop_lag
+        if peak > self._lag_peak:  # the driver woke later than ever: a stall between samples
+            self._lag_peak = peak
+            lag = max(lag, peak)
+        self.loop_lag.observe(lag)
+        beats = self.beats
+        elapsed = now - self._last_sample
+        rate = (beats - self._last_beats) / elapsed if elapsed > 0 else 0.0
+        self._last_beats = beats
+        self._last_sample = now
+        latency, self._latest_latency = self._latest_latency, None
+        self.history.append((time.time(), rate, latency))
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sample every ``sample_interval`` seconds until cancelled or :meth:`close`."""
+        interval = self.sample_interval
+        task_status.started()
+        try:
+            while not self._closed:
+                due = time.monotonic() + interval
+                await anyio.sleep(interval)
+                self.sample(max(time.monotonic() - due, 0.0))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the sampler and end the live streams of the status page."""
+        self._closed = True
+        self._notify()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        self._closed = False
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        await self._task_group.start(self.run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.close()
+        self._task_group.cancel_scope.cancel()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    # -- Prometheus ------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Any]:
+        """The metric families, built now (``prometheus_client``'s collector interface)."""
+        try:
+            from prometheus_client.core import (
+                CounterMetricFamily,
+                GaugeMetricFamily,
+                HistogramMetricFamily,
+            )
+        except ImportError:
+            raise ConfigurationError(
+                f"Prometheus metrics need prometheus_client: {_INSTALL_HINT}"
+            ) from None
+        prefix = "heartbeat_monitor_"
+        peers = GaugeMetricFamily(
+            prefix + "peers", "Tracked peers by state (held: by the storm brake).", labels=["state"]
+        )
+        for state, count in self.peers().items():
+            peers.add_metric([state], count)
+        yield peers
+        gone = CounterMetricFamily(prefix + "gone", "Episodes ended, by reason.", labels=["reason"])
+        for reason, count in sorted(self.gone().items()):
+            gone.add_metric([reason], count)
+        yield gone
+        yield _histogram(
+            HistogramMetricFamily,
+            prefix + "detection_latency_seconds",
+            "Seconds from an expired peer's deadline to its end being announced.",
+            self.detection_latency,
+        )
+        if self.hub is not None:
+            yield CounterMetricFamily(
+                prefix + "beats", "Heartbeats passed to the monitor.", value=self.beats
+            )
+        refused = CounterMetricFamily(
+            prefix + "refused", "Refusals of bad input, by kind.", labels=["kind"]
+        )
+        for kind, count in sorted(self.refused().items()):
+            refused.add_metric([kind], count)
+        yield refused
+        yield _histogram(
+            HistogramMetricFamily,
+            prefix + "loop_lag_seconds",
+            "How late the event loop woke a sleeping task (sampled).",
+            self.loop_lag,
+        )
+        yield GaugeMetricFamily(
+            prefix + "storm_active",
+            "1 while the storm brake holds expiries.",
+            value=int(self.monitor.tracker.storm),
+        )
+        yield CounterMetricFamily(
+            prefix + "self_pause",
+            "Times the driver found its event loop stalled and granted grace.",
+            value=self.self_pauses,
+        )
+        yield CounterMetricFamily(
+            prefix + "callback_failures",
+            "Callbacks that raised or overran.",
+            value=self.monitor.runner.failures,
+        )
+        for name, count in self.counters().items():
+            yield CounterMetricFamily(prefix + name, f"{name.replace('_', ' ')}.", value=count)
+
+    def register(self, registry: Any = None) -> Self:
+        """Register this collector on ``registry`` (default: ``prometheus_client.REGISTRY``)."""
+        try:
+            import prometheus_client
+        except ImportError:
+            raise ConfigurationError(
+                f"Prometheus metrics need prometheus_client: {_INSTALL_HINT}"
+            ) from None
+        (prometheus_client.REGISTRY if registry is None else registry).register(self)
+        return self
+
+    def app(self, *, registry: Any = None) -> ASGIApp:
+        """An ASGI app: ``/metrics``, ``/status``, ``/status.json``, ``/status/events``.
+
+        ``/metrics`` exposes ``registry`` (default: a registry of this collector
+        alone); other paths answer 404, so it can sit behind another app.
+        """
+        from ._status import StatusApp
+
+        return StatusApp(self, registry=registry)
+
+    def __repr__(self) -> str:
+        return f"<Metrics peers={self.peers()} gone={dict(self.gone())}>"
+
+
+def _histogram(family: Any, name: str, documentation: str, histogram: Histogram) -> Any:
+    buckets = [("+Inf" if math.isinf(le) else repr(le), n) for le, n in histogram.cumulative()]
+    return family(name, documentation, buckets=buckets, sum_value=histogram.sum)
+
+
+def _remember(waiting: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(waiting) >= _MAX_WAITING:
+        del waiting[next(iter(waiting))]
+    waiting[key] = value
