@@ -21,84 +21,41 @@ What has no counter of its own is measured on the rare events only:
   records how late it woke (and the driver's lag when that was a new peak), so
   the histogram fills even while the driver sleeps with no peer due.
 
-The Prometheus side (:meth:`Metrics.register`, :meth:`Metrics.collect`) builds
-metric families from these numbers at scrape time; ``prometheus_client`` is
-imported only then, so the core never imports it and works without it.
+The Prometheus side (``_prometheus.py``) builds metric families from these
+numbers at scrape time; ``prometheus_client`` is imported only then, so the
+core never imports it and works without it.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, final
+from typing import TYPE_CHECKING, Any, Self, final
 
 import anyio
 import anyio.abc
 import structlog
 
+from ._episode import Episode, PeerGone, Reason
 from ._errors import ConfigurationError
 from ._events import Expired, Stalled
-from ._episode import Episode, PeerGone, Reason
 from ._hub import PeerHub
 from ._monitor import HeartbeatMonitor
+from ._prometheus import DETECTION_BUCKETS, LAG_BUCKETS, Histogram, families, prometheus_client
 from ._validate import positive
 
 if TYPE_CHECKING:
     from ._status import ASGIApp
 
-__all__ = ("DETECTION_BUCKETS", "LAG_BUCKETS", "Histogram", "Metrics")
+__all__ = ("Metrics",)
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
-#: Default buckets of ``heartbeat_monitor_detection_latency_seconds`` (seconds past the deadline).
-DETECTION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: Default buckets of ``heartbeat_monitor_loop_lag_seconds``.
-LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 #: Expiries waiting for their announcement (or the reverse) are forgotten beyond this many
 #: (a gate that never lets a departure through must not grow memory).
 _MAX_WAITING = 10_000
-_INSTALL_HINT = "pip install 'aio-heartbeat-monitor[metrics]'"
-
-
-@final
-class Histogram:
-    """Counts of observations per bucket (Prometheus semantics: ``value <= le``), sum, count."""
-
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: Iterable[float]) -> None:
-        self.bounds = tuple(sorted(float(bound) for bound in bounds))
-        if not self.bounds or not all(math.isfinite(bound) for bound in self.bounds):
-            raise ConfigurationError(f"histogram buckets must be finite numbers, not {bounds!r}")
-        #: Observations per bucket (not cumulative); the last one is ``+Inf``.
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """``(le, count of values <= le)`` per bucket, ending with ``(inf, count)``."""
-        total = 0
-        out = []
-        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
-            total += count
-            out.append((bound, total))
-        return out
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "count": self.count,
-            "sum": self.sum,
-            "buckets": [["+Inf" if math.isinf(le) else le, n] for le, n in self.cumulative()],
-        }
 
 
 @final
@@ -441,76 +398,12 @@ class Metrics:
 
     def collect(self) -> Iterator[Any]:
         """The metric families, built now (``prometheus_client``'s collector interface)."""
-        try:
-            from prometheus_client.core import (
-                CounterMetricFamily,
-                GaugeMetricFamily,
-                HistogramMetricFamily,
-            )
-        except ImportError:
-            raise ConfigurationError(
-                f"Prometheus metrics need prometheus_client: {_INSTALL_HINT}"
-            ) from None
-        prefix = "heartbeat_monitor_"
-        peers = GaugeMetricFamily(
-            prefix + "peers", "Tracked peers by state (held: by the storm brake).", labels=["state"]
-        )
-        for state, count in self.peers().items():
-            peers.add_metric([state], count)
-        yield peers
-        gone = CounterMetricFamily(prefix + "gone", "Episodes ended, by reason.", labels=["reason"])
-        for reason, count in sorted(self.gone().items()):
-            gone.add_metric([reason], count)
-        yield gone
-        yield _histogram(
-            HistogramMetricFamily,
-            prefix + "detection_latency_seconds",
-            "Seconds from an expired peer's deadline to its end being announced.",
-            self.detection_latency,
-        )
-        if self.hub is not None:
-            yield CounterMetricFamily(
-                prefix + "beats", "Heartbeats passed to the monitor.", value=self.beats
-            )
-        refused = CounterMetricFamily(
-            prefix + "refused", "Refusals of bad input, by kind.", labels=["kind"]
-        )
-        for kind, count in sorted(self.refused().items()):
-            refused.add_metric([kind], count)
-        yield refused
-        yield _histogram(
-            HistogramMetricFamily,
-            prefix + "loop_lag_seconds",
-            "How late the event loop woke a sleeping task (sampled).",
-            self.loop_lag,
-        )
-        yield GaugeMetricFamily(
-            prefix + "storm_active",
-            "1 while the storm brake holds expiries.",
-            value=int(self.monitor.tracker.storm),
-        )
-        yield CounterMetricFamily(
-            prefix + "self_pause",
-            "Times the driver found its event loop stalled and granted grace.",
-            value=self.self_pauses,
-        )
-        yield CounterMetricFamily(
-            prefix + "callback_failures",
-            "Callbacks that raised or overran.",
-            value=self.monitor.runner.failures,
-        )
-        for name, count in self.counters().items():
-            yield CounterMetricFamily(prefix + name, f"{name.replace('_', ' ')}.", value=count)
+        return families(self)
 
     def register(self, registry: Any = None) -> Self:
         """Register this collector on ``registry`` (default: ``prometheus_client.REGISTRY``)."""
-        try:
-            import prometheus_client
-        except ImportError:
-            raise ConfigurationError(
-                f"Prometheus metrics need prometheus_client: {_INSTALL_HINT}"
-            ) from None
-        (prometheus_client.REGISTRY if registry is None else registry).register(self)
+        client = prometheus_client()
+        (client.REGISTRY if registry is None else registry).register(self)
         return self
 
     def app(self, *, registry: Any = None) -> ASGIApp:
@@ -525,11 +418,6 @@ class Metrics:
 
     def __repr__(self) -> str:
         return f"<Metrics peers={self.peers()} gone={dict(self.gone())}>"
-
-
-def _histogram(family: Any, name: str, documentation: str, histogram: Histogram) -> Any:
-    buckets = [("+Inf" if math.isinf(le) else repr(le), n) for le, n in histogram.cumulative()]
-    return family(name, documentation, buckets=buckets, sum_value=histogram.sum)
 
 
 def _remember(waiting: dict[Any, Any], key: Any, value: Any) -> None:

@@ -28,6 +28,9 @@ import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ._errors import ConfigurationError
+from ._prometheus import prometheus_client
+
 if TYPE_CHECKING:
     from ._metrics import Metrics
 
@@ -45,7 +48,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Shortest time between two live updates of one page (departures come in bursts).
 _MIN_GAP: Final = 0.1
 _TEXT: Final = b"text/plain; charset=utf-8"
-_INSTALL_HINT: Final = b"pip install 'aio-heartbeat-monitor[metrics]'"
 
 
 def _page() -> bytes:
@@ -97,16 +99,15 @@ class StatusApp:
 
     async def _metrics(self, send: Send) -> None:
         try:
-            import prometheus_client
-        except ImportError:
-            body = b"Prometheus metrics need prometheus_client: " + _INSTALL_HINT + b"\n"
-            await _respond(send, 503, body, _TEXT)
+            client = prometheus_client()
+        except ConfigurationError as exc:
+            await _respond(send, 503, f"{exc}\n".encode(), _TEXT)
             return
         if self._registry is None:
-            self._registry = prometheus_client.CollectorRegistry(auto_describe=False)
+            self._registry = client.CollectorRegistry(auto_describe=False)
             self._registry.register(self.metrics)
-        body = prometheus_client.generate_latest(self._registry)
-        await _respond(send, 200, body, prometheus_client.CONTENT_TYPE_LATEST.encode())
+        body = client.generate_latest(self._registry)
+        await _respond(send, 200, body, client.CONTENT_TYPE_LATEST.encode())
 
     async def _events(self, receive: Receive, send: Send) -> None:
         metrics = self.metrics

@@ -21,7 +21,7 @@ from heartbeat_monitor import (
     PeerHub,
     Reason,
 )
-from heartbeat_monitor._metrics import Histogram
+from heartbeat_monitor._prometheus import Histogram
 from heartbeat_monitor.testing import MemoryClient
 from tests.transports._util import until
 
