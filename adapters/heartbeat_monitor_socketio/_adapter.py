@@ -157,7 +157,13 @@ class SocketIOAdapter:
         self.stats = SocketIOStats()
         self._original = _internals.wrap_trigger_event(sio, self._trigger_event)
         self._guard = FrameGuard(
-            sio, hub, outbox, namespace=opts.namespace, max_message_size=opts.max_message_size
+            sio,
+            hub,
+            outbox,
+            namespace=opts.namespace,
+            max_message_size=opts.max_message_size,
+            fast_packets=_heartbeat_packets(opts.event, opts.namespace),
+            fast_beat=self._fast_beat,
         )
         _internals.wrap_rooms(sio, opts.namespace, entered=self._entered, left=self._left)
 
@@ -312,6 +318,25 @@ class SocketIOAdapter:
                     max_rate=self.hub.max_rate,
                 )
 
+    def _fast_beat(self, eio_sid: str) -> bool:
+        """A frame that is exactly a heartbeat: beat here, unless python-socketio must see it.
+
+        python-socketio would decode the packet and (with ``async_handlers``) start a
+        task to dispatch it; when no handler of the application wants heartbeats, the
+        adapter is its only reader, so it beats at once: ``True``.
+        """
+        sio = self._sio
+        namespace = self.options.namespace
+        if self._has_handler(namespace, self.options.event) or _internals.awaiting_attachment(
+            sio, eio_sid
+        ):
+            return False
+        sid = sio.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None:
+            return False  # not connected to the namespace: python-socketio says so
+        self._on_beat(sid)
+        return True
+
     def _unknown(self, sid: object) -> None:
         self.stats.unknown_peer += 1
         if self.stats.unknown_peer % _LOG_EVERY == 1:
@@ -402,6 +427,15 @@ class SocketIOAdapter:
             f"<SocketIOAdapter namespace={self.options.namespace!r} "
             f"event={self.options.event!r} peers={len(self.hub)} timeout={self.timeout!r}>"
         )
+
+
+def _heartbeat_packets(event: str, namespace: str) -> frozenset[str]:
+    """The Socket.IO EVENT packets that are exactly ``emit(event)`` in ``namespace``."""
+    import json
+
+    body = json.dumps([event], separators=(",", ":"))
+    prefix = "2" if namespace == "/" else f"2{namespace},"
+    return frozenset({prefix + body, prefix + json.dumps([event])})
 
 
 async def _acked() -> None:

@@ -22,6 +22,7 @@ request's own context).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final, final
 from urllib.parse import parse_qs
@@ -98,7 +99,15 @@ class FrameGuard:
     """Refuses bad frames: wraps engine.io's handlers (via :mod:`._internals`) around
     python-socketio's, and ends the sender's connection through the hub."""
 
-    __slots__ = ("hub", "max_message_size", "namespace", "outbox", "sio")
+    __slots__ = (
+        "fast_beat",
+        "fast_packets",
+        "hub",
+        "max_message_size",
+        "namespace",
+        "outbox",
+        "sio",
+    )
 
     def __init__(
         self,
@@ -108,7 +117,13 @@ class FrameGuard:
         *,
         namespace: str,
         max_message_size: int | None,
+        fast_packets: frozenset[str] = frozenset(),
+        fast_beat: Callable[[str], bool] | None = None,
     ) -> None:
+        #: Frames that are exactly a heartbeat, handed to ``fast_beat(eio_sid)`` first; it
+        #: returns ``False`` to let python-socketio dispatch the frame as usual.
+        self.fast_packets = fast_packets
+        self.fast_beat = fast_beat
         self.sio = sio
         self.hub = hub
         self.outbox = outbox
@@ -147,6 +162,8 @@ class FrameGuard:
     def wrap_message(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
         async def on_message(eio_sid: str, data: str | bytes) -> None:
             """engine.io's ``message`` handler, around python-socketio's: refuse bad frames."""
+            if data in self.fast_packets and self.fast_beat is not None and self.fast_beat(eio_sid):
+                return  # a heartbeat, taken without python-socketio's decoding and dispatch
             limit = self.max_message_size
             if limit is not None and len(data) > limit:
                 unit = "bytes" if isinstance(data, bytes) else "characters"

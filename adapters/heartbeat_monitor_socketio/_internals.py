@@ -16,6 +16,7 @@ internal                                   why
 ``sio.eio.handle_request``                 frames engine.io itself cannot decode
 ``sio.eio.sockets`` / ``Socket.close``     is a connection still open; close one at once
 ``manager.basic_enter_room`` / ``_leave``  room changes (the hub keeps rooms for notices)
+``AsyncServer._binary_packet``             a frame that is a pending packet's attachment
 =========================================  ==========================================
 """
 
@@ -29,6 +30,7 @@ import socketio
 from heartbeat_monitor import ConfigurationError
 
 __all__ = (
+    "awaiting_attachment",
     "close_now",
     "transport_open",
     "wrap_eio",
@@ -109,6 +111,11 @@ def wrap_rooms(
 
     manager.basic_enter_room = basic_enter_room
     manager.basic_leave_room = basic_leave_room
+
+
+def awaiting_attachment(sio: socketio.AsyncServer, eio_sid: str) -> bool:
+    """Whether python-socketio takes this connection's next frame as a binary attachment."""
+    return eio_sid in sio._binary_packet
 
 
 def _socket(sio: socketio.AsyncServer, eio_sid: str | None) -> Any:

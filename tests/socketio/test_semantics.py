@@ -138,6 +138,45 @@ async def test_heartbeat_without_user_handler_is_acked(start_server: StartServer
     assert live.adapter.stats.beats == 1
 
 
+@pytest.mark.parametrize("namespace", ["/", "/live"])
+async def test_plain_heartbeats_take_the_short_path_unless_the_app_listens(
+    start_server: StartServer, namespace: str
+) -> None:
+    """``emit("heartbeat")`` with no handler of the application's is beaten before
+    python-socketio decodes it; once the application handles heartbeats, they reach it."""
+    seen: list[str] = []
+    live = await start_server(
+        interval=1.0, misses=2, min_beat_gap=0, namespace=namespace, sio_options={"namespaces": "*"}
+    )
+    dispatched: list[str] = []
+    original = live.sio._handle_event
+
+    async def spy(eio_sid: str, namespace_: str, id: Any, data: Any) -> None:
+        dispatched.append(data[0])
+        await original(eio_sid, namespace_, id, data)
+
+    live.sio._handle_event = spy  # python-socketio's dispatch of a decoded event
+    client = await live.client(beat=False)
+    for _ in range(3):
+        await client.sio.emit("heartbeat", namespace=namespace)
+    with anyio.fail_after(5):
+        while live.adapter.stats.beats < 3:  # noqa: ASYNC110 -- a counter, bounded
+            await anyio.sleep(0.01)
+    assert dispatched == []
+
+    @live.sio.on("heartbeat", namespace=namespace)  # type: ignore[untyped-decorator]
+    def heartbeat(sid: str, *args: Any) -> None:
+        seen.append(sid)
+
+    await client.sio.emit("heartbeat", namespace=namespace)
+    with anyio.fail_after(5):
+        while not seen:  # noqa: ASYNC110 -- a list filled by the handler, bounded
+            await anyio.sleep(0.01)
+    assert seen == [client.sio.get_sid(namespace)]
+    assert dispatched == ["heartbeat"]
+    assert live.adapter.stats.beats == 4
+
+
 async def test_never_early_at_most_one_resolution_late(start_server: StartServer) -> None:
     clock = ManualClock()
     live = await start_server(interval=1.0, misses=2, clock=clock, resolution=0.1)
