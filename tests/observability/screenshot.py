@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 
 import anyio
-import socketio
 
-from heartbeat_monitor import Metrics
-from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
-from tests.socketio.conftest import Client, RawClient
+from tests.socketio.conftest import RawClient
 
+from ._live import serving
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 INTERVAL = 0.5
@@ -33,22 +31,9 @@ async def main(out: Path, seconds: float) -> None:
     from playwright.async_api import async_playwright
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    sio = socketio.AsyncServer(async_mode="asgi")
-    adapter = SocketIOAdapter(sio, interval=INTERVAL, misses=2, room="peers")
-    metrics = Metrics(adapter.hub, sample_interval=1.0)
-    server = SocketIOServer(adapter, other_asgi_app=metrics.app())
-    clients: list[Client] = []
     rng = random.Random(7)
-
-    async def join(count: int) -> None:
-        for _ in range(count):
-            client = Client(server.url, "/", INTERVAL)
-            await client.connect()
-            client.heartbeat.start()
-            clients.append(client)
-
-    async with server, metrics:
-        await join(40)
+    async with serving(40, interval=INTERVAL, sample_interval=1.0) as live:
+        clients = live.clients
         step = seconds / 12
         for round_ in range(12):
             await anyio.sleep(step)
@@ -56,28 +41,25 @@ async def main(out: Path, seconds: float) -> None:
             for client in rng.sample(beating, min(3, len(beating))):
                 await client.heartbeat.stop()  # silent: the server expires it
             if round_ % 3 == 1:
-                leaving = rng.choice([c for c in clients if c.heartbeat.running])
-                await leaving.close()
+                await rng.choice([c for c in clients if c.heartbeat.running]).close()
             if round_ == 5:
-                raw = await RawClient.open(server.url)
+                raw = await RawClient.open(live.url)
                 await raw.connect()
                 await raw.send('42["heartbeat"')  # malformed: refused
                 await raw.close()
             if round_ in (3, 7):
-                await join(8)
+                await live.join(8)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = await browser.new_page(viewport={"width": 1280, "height": 960})
-            await page.goto(server.url + "/status")
+            await page.goto(live.url + "/status")
             await page.locator("#live.on").wait_for(timeout=5_000)
             await page.wait_for_function("document.body.dataset.updated")
             await page.screenshot(path=str(out), full_page=True)
             await page.close()
             await browser.close()
-        with anyio.CancelScope(shield=True):
-            for client in clients:
-                await client.close()
-    print(f"{out}: {metrics.peers()} gone={dict(metrics.gone())} refused={dict(metrics.refused())}")
+        metrics = live.metrics
+        print(out, metrics.peers(), dict(metrics.gone()), dict(metrics.refused()))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,10 @@ from typing import Any
 
 import anyio
 import pytest
-import socketio
 
-from heartbeat_monitor import Metrics
-from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 from tests.conftest import require_tool
-from tests.socketio.conftest import Changes, Client
-from tests.transports._util import until
+
+from ._live import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -63,25 +60,11 @@ async def browser() -> Any:
 
 
 async def test_the_live_page_shows_a_silent_client_gone(browser: Any, tmp_path: Path) -> None:
-    sio = socketio.AsyncServer(async_mode="asgi")
-    gone = Changes()
-    adapter = SocketIOAdapter(
-        sio, interval=INTERVAL, misses=MISSES, room="peers", on_gone=gone.append
-    )
-    timeout = adapter.timeout
-    metrics = Metrics(adapter.hub, sample_interval=0.25)
-    server = SocketIOServer(adapter, other_asgi_app=metrics.app())
-    clients = [Client("", "/", INTERVAL) for _ in range(PEERS)]
-    page = None
-    try:
-        async with server, metrics:
-            for client in clients:
-                client.url = server.url
-                await client.connect()
-                client.heartbeat.start()
-            await until(lambda: len(adapter.hub) == PEERS)
-
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    async with serving(PEERS, interval=INTERVAL, misses=MISSES) as live:
+        timeout = live.adapter.timeout
+        clients = live.clients
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
             problems: list[str] = []
             page.on(
                 "console",
@@ -93,7 +76,7 @@ async def test_the_live_page_shows_a_silent_client_gone(browser: Any, tmp_path: 
             )
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
-            response = await page.goto(server.url + "/status")
+            response = await page.goto(live.url + "/status")
             assert response is not None
             assert response.status == 200
             alive = page.locator("#peers-alive")
@@ -114,11 +97,11 @@ async def test_the_live_page_shows_a_silent_client_gone(browser: Any, tmp_path: 
             assert await row.locator("td.reason").text_content() == "heartbeat timeout"
             assert (await row.locator("td.num").text_content() or "").endswith("ms")
             await alive.filter(has_text=str(PEERS - 1)).wait_for(timeout=5_000)
-            await gone.wait(1)
-            assert gone.items[0].reason == "heartbeat timeout"
+            await live.gone.wait(1)
+            assert live.gone.items[0].reason == "heartbeat timeout"
 
             await clients[1].close()  # a client leaving is listed with its reason too
-            left = (await gone.wait(2))[1]
+            left = (await live.gone.wait(2))[1]
             await page.locator(
                 f'#departures tr[data-peer="{left.key}"][data-reason="{left.reason}"]'
             ).wait_for(timeout=5_000)
@@ -130,9 +113,5 @@ async def test_the_live_page_shows_a_silent_client_gone(browser: Any, tmp_path: 
                 await anyio.Path(keep).mkdir(parents=True, exist_ok=True)
                 await anyio.Path(keep, "status.png").write_bytes(await screenshot.read_bytes())
             assert problems == []
-    finally:
-        with anyio.CancelScope(shield=True):
-            if page is not None:
-                await page.close()  # ends the page's event stream before the server stops
-            for client in clients:
-                await client.close()
+        finally:
+            await page.close()  # ends the page's event stream before the server stops

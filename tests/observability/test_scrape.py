@@ -15,15 +15,13 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-import socketio
 
 from heartbeat_monitor import Expired, HeartbeatMonitor, Metrics, PeerGone, PeerHub, serve_status
-from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 from heartbeat_monitor_tcp import TcpTransport
-from tests.socketio.conftest import Changes, Client
 from tests.transports._util import until
 
 from ._http import get, samples
+from ._live import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -72,34 +70,14 @@ async def check_scrape(url: str, monitor: HeartbeatMonitor, expired: list[Expire
 
 
 async def test_socketio_metrics_beside_python_socketio() -> None:
-    sio = socketio.AsyncServer(async_mode="asgi")
-    gone = Changes()
-    adapter = SocketIOAdapter(
-        sio, interval=INTERVAL, misses=MISSES, room="peers", on_gone=gone.append
-    )
-    metrics = Metrics(adapter.hub, sample_interval=0.1)
-    expired: list[Expired] = []
-    adapter.monitor.on_expire(expired.append)
-    clients = [Client("", "/", INTERVAL) for _ in range(10)]
-    server = SocketIOServer(adapter, other_asgi_app=metrics.app())
-    try:
-        async with server, metrics:
-            for client in clients:
-                client.url = server.url
-                await client.connect()
-                client.heartbeat.start()
-            await until(lambda: len(adapter.hub) == 10)
-            for client in clients[:3]:
-                await client.heartbeat.stop()
-            await gone.wait(3, within=MISSES * INTERVAL + 5)
-            assert {event.reason for event in gone.items} == {"heartbeat timeout"}
-            await check_scrape(server.url, adapter.monitor, expired)
-            # The Socket.IO path itself is untouched by the mount.
-            assert (await get(server.url + "/socket.io/?EIO=4&transport=polling")).status == 200
-    finally:
-        with anyio.CancelScope(shield=True):
-            for client in clients:
-                await client.close()
+    async with serving(10, interval=INTERVAL, misses=MISSES, sample_interval=0.1) as live:
+        for client in live.clients[:3]:
+            await client.heartbeat.stop()
+        await live.gone.wait(3, within=MISSES * INTERVAL + 5)
+        assert {event.reason for event in live.gone.items} == {"heartbeat timeout"}
+        await check_scrape(live.url, live.adapter.monitor, live.expired)
+        # The Socket.IO path itself is untouched by the mount.
+        assert (await get(live.url + "/socket.io/?EIO=4&transport=polling")).status == 200
 
 
 async def _tcp_peer(host: str, port: int, name: str, beating: anyio.Event) -> None:
