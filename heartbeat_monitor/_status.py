@@ -34,7 +34,7 @@ from ._prometheus import prometheus_client
 if TYPE_CHECKING:
     from ._metrics import Metrics
 
-__all__ = ("ASGIApp", "StatusApp", "serve_status")
+__all__ = ("ASGIApp", "StatusApp", "log_metrics_url", "serve_status")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -193,7 +193,7 @@ async def serve_status(
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
         task_status.started((host, bound))
-        _logger.info("heartbeat_monitor.metrics.serving", host=host, port=bound)
+        log_metrics_url(host, bound)
         await listener.serve(partial(_connection, app))
 
 
@@ -292,3 +292,11 @@ async def _exchange(app: ASGIApp, stream: anyio.abc.SocketStream) -> None:
         task_group.start_soon(watch)
         await app(scope, receive, send)
         task_group.cancel_scope.cancel()
+
+
+def log_metrics_url(host: str, port: int) -> None:
+    """Log where ``/status`` and ``/metrics`` are served."""
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    _logger.info(
+        "heartbeat_monitor.metrics.serving", status=f"{base}/status", metrics=f"{base}/metrics"
+    )

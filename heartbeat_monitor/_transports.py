@@ -23,6 +23,7 @@ import structlog
 from ._connection import Transport
 from ._errors import ConfigurationError
 from ._hub import PeerHub
+from ._metrics_cli import add_metrics_arguments, check_metrics_arguments, run_metrics
 from ._monitor import HeartbeatMonitor
 from ._options import (
     ADAPTERS_GROUP,
@@ -32,6 +33,7 @@ from ._options import (
     add_server_arguments,
     check_server_arguments,
 )
+from ._status import log_metrics_url
 
 __all__ = ("available", "load_transport", "serve", "serve_command", "wait_for_stop")
 
@@ -58,13 +60,24 @@ async def serve(
     *,
     timeout: float,  # noqa: ASYNC109 -- the heartbeat timeout, not a deadline for this call
     resolution: float | None = None,
+    metrics: bool = False,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
     task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a monitor and ``transport`` until cancelled; every departure is logged."""
+    """Run a monitor and ``transport`` until cancelled; every departure is logged.
+
+    ``metrics``: serve ``/metrics`` and ``/status`` too (see :func:`run_metrics`).
+    """
     async with HeartbeatMonitor(timeout, resolution=resolution) as monitor:
         hub = PeerHub(monitor)
         async with anyio.create_task_group() as task_group:
+            mounted = metrics and await task_group.start(
+                partial(run_metrics, hub, transport, host=metrics_host, port=metrics_port)
+            )
             host, port = await task_group.start(transport.serve, hub)
+            if mounted:
+                log_metrics_url(host, port)
             url = getattr(transport, "url", None)
             _logger.info(
                 f"heartbeat_monitor.{transport.name}.serving",
@@ -103,12 +116,21 @@ def _find_os_error(exc: BaseException) -> OSError | None:
 
 def _run(build: TransportBuilder, args: argparse.Namespace) -> int:
     timeout = check_server_arguments(args)
+    metrics = check_metrics_arguments(args)
     transport = build(args)
 
     async def main() -> int:
         async with anyio.create_task_group() as task_group:
             await task_group.start(
-                partial(serve, transport, timeout=timeout, resolution=args.resolution)
+                partial(
+                    serve,
+                    transport,
+                    timeout=timeout,
+                    resolution=args.resolution,
+                    metrics=metrics,
+                    metrics_host=args.host,
+                    metrics_port=args.metrics_port,
+                )
             )
             status = await wait_for_stop()
             task_group.cancel_scope.cancel()
@@ -142,6 +164,7 @@ def serve_command(
             metavar="NAME",
             help=f"what clients connect with: {', '.join(names)} ({DEFAULT})",
         )
+        add_metrics_arguments(parser)
         for add in plugin_arguments:
             add(parser)
 
@@ -160,6 +183,8 @@ def serve_command(
             "heartbeat-monitor serve --transport tcp --port 9000 --interval 1",
             "heartbeat-monitor serve --transport websocket --misses 3",
             "heartbeat-monitor serve --transport udp --udp-key-file key.txt",
+            "heartbeat-monitor serve --metrics            # + /metrics and /status on :8000",
+            "heartbeat-monitor serve --transport tcp --metrics-port 9464",
         ),
         add_arguments=add_arguments,
         run=partial(_run, build),

@@ -86,6 +86,8 @@ class SocketIOCommandLine:
         #: The Socket.IO endpoint, once listening.
         self.url: str | None = None
         self.adapter: Any = None
+        #: An ASGI app served beside python-socketio (``serve --metrics`` sets it).
+        self.other_asgi_app: Any = None
         self._manager = manager_for(args)  # a bad --redis-url is refused before starting
 
     async def serve(
@@ -123,7 +125,9 @@ class SocketIOCommandLine:
             engineio="fix",
             min_beat_gap=args.interval / 10,
         )
-        server = SocketIOServer(adapter, host=args.host, port=args.port)
+        server = SocketIOServer(
+            adapter, host=args.host, port=args.port, other_asgi_app=self.other_asgi_app
+        )
         self.adapter = adapter
         self.url = f"{server.url}/{server.path}/"
 
