@@ -23,6 +23,7 @@ from heartbeat_monitor_socketio import SocketIOAdapter
 
 INTERVAL = float(os.environ.get("HEARTBEAT_INTERVAL", "5"))  # seconds between heartbeats
 
+# --8<-- [start:fastapi]
 sio = socketio.AsyncServer(async_mode="asgi")
 adapter = SocketIOAdapter(sio, interval=INTERVAL, misses=2, room="peers")
 
@@ -43,6 +44,7 @@ async def peers() -> list[str]:
 
 # Socket.IO answers /socket.io/; everything else (and the lifespan) goes to FastAPI.
 app = socketio.ASGIApp(sio, other_asgi_app=api)
+# --8<-- [end:fastapi]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

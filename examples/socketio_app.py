@@ -25,6 +25,7 @@ from heartbeat_monitor_socketio import SocketIOAdapter
 
 INTERVAL = float(os.environ.get("HEARTBEAT_INTERVAL", "5"))  # seconds between heartbeats
 
+# --8<-- [start:sio]
 sio = socketio.AsyncServer(async_mode="asgi")  # your server, your handlers
 
 
@@ -58,6 +59,7 @@ app = socketio.ASGIApp(
     on_startup=startup,
     on_shutdown=shutdown,
 )
+# --8<-- [end:sio]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

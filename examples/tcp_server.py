@@ -27,6 +27,7 @@ def forget(gone: PeerGone) -> None:
     print(f"{gone.peer} is gone: {gone.reason}", flush=True)
 
 
+# --8<-- [start:main]
 async def main(host: str, port: int) -> None:
     transport = TcpTransport(host, port)  # the one line that differs from the websockets one
     async with HeartbeatMonitor(timeout=INTERVAL * 2) as monitor:
@@ -34,6 +35,9 @@ async def main(host: str, port: int) -> None:
         async with anyio.create_task_group() as task_group:
             host, port = await task_group.start(transport.serve, hub)
             print(f"listening on tcp://{host}:{port}", flush=True)
+
+
+# --8<-- [end:main]
 
 
 if __name__ == "__main__":

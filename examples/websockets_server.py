@@ -23,6 +23,7 @@ from heartbeat_monitor_websockets import WebSocketTransport
 INTERVAL = float(os.environ.get("HEARTBEAT_INTERVAL", "5"))  # seconds between heartbeats
 
 
+# --8<-- [start:main]
 def forget(gone: PeerGone) -> None:
     print(f"{gone.peer} is gone: {gone.reason}", flush=True)
 
@@ -34,6 +35,9 @@ async def main(host: str, port: int) -> None:
         async with anyio.create_task_group() as task_group:
             host, port = await task_group.start(transport.serve, hub)
             print(f"listening on ws://{host}:{port}", flush=True)
+
+
+# --8<-- [end:main]
 
 
 if __name__ == "__main__":

@@ -183,3 +183,13 @@ async def test_the_browser_page_beats_and_hears_who_is_gone(anyio_backend):
         assert ended["reason"] == "io server disconnect"
         line = await running.line(" is gone: ")
         assert line.strip() == f"{silent} is gone: heartbeat timeout"
+
+
+async def test_the_monitor_alone(anyio_backend):
+    result = await anyio.run_process([sys.executable, str(EXAMPLES / "monitor.py")], check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    [expired] = [line for line in lines if line.startswith("bob expired ")]
+    late_by = float(expired.split()[2])
+    assert late_by >= 0  # never early
+    assert "alice alive: True | bob alive: False" in lines
