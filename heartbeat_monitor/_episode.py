@@ -33,6 +33,8 @@ class Reason:
 
     #: Silent for longer than its timeout: the monitor expired it.
     HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
+    #: Silent for longer than the longer timeout it was held to while its page was hidden.
+    HIDDEN_TIMEOUT: Final = "heartbeat timeout (hidden)"
     #: The client said goodbye (a clean close, a ``bye``, ``socket.disconnect()``).
     CLIENT_DISCONNECT: Final = "client disconnect"
     #: The connection ended without a goodbye (end of stream, a closed socket).
@@ -128,7 +130,7 @@ class Episode:
     previous episode. Once ended it holds no connection.
     """
 
-    __slots__ = ("links", "number", "peer", "reason", "shared")
+    __slots__ = ("expiry", "links", "number", "peer", "reason", "shared")
 
     def __init__(self, peer: Hashable, number: int, *, shared: bool) -> None:
         self.peer = peer
@@ -138,6 +140,8 @@ class Episode:
         self.links: list[Link] = []
         #: The reason it ended, once it has.
         self.reason: str | None = None
+        #: The reason it ends with if the monitor expires it (see :meth:`PeerHub.retime`).
+        self.expiry: str = Reason.HEARTBEAT_TIMEOUT
 
     def __repr__(self) -> str:
         return f"Episode({self.peer!r}, {self.number})"

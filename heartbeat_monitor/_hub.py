@@ -385,6 +385,22 @@ class PeerHub:
         if link.rooms is not None:
             link.rooms.discard(room)
 
+    def retime(
+        self, episode: Episode, timeout: float | None, *, expiry: str = Reason.HEARTBEAT_TIMEOUT
+    ) -> bool:
+        """Hold ``episode`` to ``timeout`` (``None``: the hub's own) from now on.
+
+        For a message from the peer that changes how long it may stay silent
+        (a browser page saying it is hidden): it counts as a beat. If the
+        monitor expires the episode under this timeout, it ends with
+        ``expiry``. ``False`` if the episode has ended.
+        """
+        if episode.reason is not None or self._episodes.get(episode.peer) is not episode:
+            return False
+        episode.expiry = expiry
+        self.monitor.track(episode, timeout=self._timeout if timeout is None else timeout)
+        return True
+
     # -- what applications call ------------------------------------------------------------
 
     def end(self, peer: Hashable, reason: str = Reason.SERVER_DISCONNECT) -> bool:
@@ -427,9 +443,7 @@ class PeerHub:
         if type(episode) is not Episode or self._episodes.get(episode.peer) is not episode:
             return  # someone else's key on a shared monitor, or another hub's
         silent = event.expired_at - event.last_beat
-        self._end(
-            episode, Reason.HEARTBEAT_TIMEOUT, detail=f"silent for {silent:.3f} s", expired=True
-        )
+        self._end(episode, episode.expiry, detail=f"silent for {silent:.3f} s", expired=True)
 
     def _end(
         self,
@@ -467,7 +481,7 @@ class PeerHub:
             **({"detail": detail} if detail else {}),
         )
         if close:
-            timeout = reason == Reason.HEARTBEAT_TIMEOUT
+            timeout = reason.startswith(Reason.HEARTBEAT_TIMEOUT)  # also "... (hidden)"
             told = f"{reason}: {detail}" if detail and not timeout else reason
             for connection in connections:
                 connection.close(told)

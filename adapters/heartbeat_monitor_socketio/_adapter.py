@@ -53,6 +53,7 @@ from ._connection import Outbox, SidConnection, SocketIOAudience, SocketIOStats
 from ._engineio import check_engineio
 from ._frames import FrameGuard, json_type
 from ._options import AdapterOptions
+from ._visibility import Visibility
 
 __all__ = ("Identify", "SocketIOAdapter", "SocketIOStats")
 
@@ -97,6 +98,7 @@ class SocketIOAdapter:
         "hub",
         "options",
         "stats",
+        "visibility",
     )
 
     def __init__(
@@ -166,6 +168,8 @@ class SocketIOAdapter:
             fast_beat=self._fast_beat,
         )
         _internals.wrap_rooms(sio, opts.namespace, entered=self._entered, left=self._left)
+        #: Page visibility reports (``visibility`` events) and the hidden timeout they earn.
+        self.visibility = Visibility.attach(self)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -303,6 +307,8 @@ class SocketIOAdapter:
             self._unknown(sid)
         elif self.hub.beat(link):
             self.stats.beats += 1
+            if self.visibility.held and link.episode in self.visibility.held:
+                self.visibility.beat(link)  # a regular beat from a hidden page: visible again
         elif link.ended:
             self._unknown(sid)
         else:

@@ -53,6 +53,8 @@ class AdapterOptions:
     callback_timeout: float | None = 30.0
     #: python-engineio's ping interval: refuse a bad one, correct it, or leave it.
     engineio: Literal["check", "fix", "ignore"] = "check"
+    #: How long a client whose page said ``hidden`` may stay silent (``None``: no such hold).
+    hidden_timeout: float | None = 300.0
 
     @classmethod
     def build(cls, **options: Any) -> AdapterOptions:
@@ -103,5 +105,13 @@ class AdapterOptions:
                 raise ConfigurationError(f"{name} must be an int >= 1 or None, not {value!r}")
         if self.callback_timeout is not None:
             _seconds("callback_timeout", self.callback_timeout)
+        if (
+            self.hidden_timeout is not None
+            and _seconds("hidden_timeout", self.hidden_timeout) < self.timeout
+        ):
+            raise ConfigurationError(
+                f"hidden_timeout ({self.hidden_timeout!r} s) must not be shorter than "
+                f"interval * misses ({self.timeout!r} s)"
+            )
         if self.identify is not None and not callable(self.identify):
             raise ConfigurationError(f"identify must be callable, not {self.identify!r}")
