@@ -21,7 +21,9 @@ from ._client import HeartbeatClient
 from ._engineio import check_engineio
 from ._options import AdapterOptions
 from ._server import SocketIOServer
+from ._static import StaticModules
 from ._transport import SocketIOTransport
+from ._visibility import Visibility
 
 if TYPE_CHECKING:
     from ._cluster import ClusterStats, RedisCluster
@@ -40,6 +42,8 @@ __all__ = (
     "SocketIOServer",
     "SocketIOStats",
     "SocketIOTransport",
+    "StaticModules",
+    "Visibility",
     "check_engineio",
 )
 
