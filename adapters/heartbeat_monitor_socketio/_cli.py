@@ -59,6 +59,13 @@ def add_socketio_options(parser: argparse.ArgumentParser) -> None:
         help="engine.io ping timeout in seconds (20)",
     )
     group.add_argument(
+        "--hidden-timeout",
+        type=positive("seconds"),
+        default=300.0,
+        help="how long a client whose page said it is hidden may stay silent (300; "
+        "docs/browser.md); browsers get the client module at /static/heartbeat.js",
+    )
+    group.add_argument(
         "--cors-allowed-origins",
         default="*",
         help="comma-separated origins allowed to connect, or * (*)",
@@ -89,6 +96,11 @@ class SocketIOCommandLine:
         #: An ASGI app served beside python-socketio (``serve --metrics`` sets it).
         self.other_asgi_app: Any = None
         self._manager = manager_for(args)  # a bad --redis-url is refused before starting
+        if args.hidden_timeout < args.interval * args.misses:
+            raise UsageError(
+                f"--hidden-timeout ({args.hidden_timeout:g} s) must not be shorter than "
+                f"--interval x --misses ({args.interval * args.misses:g} s)"
+            )
 
     async def serve(
         self,
@@ -100,6 +112,7 @@ class SocketIOCommandLine:
 
         from ._adapter import SocketIOAdapter
         from ._server import SocketIOServer
+        from ._static import StaticModules
 
         args = self.args
         origins = args.cors_allowed_origins
@@ -124,9 +137,13 @@ class SocketIOCommandLine:
             on_gone=self.on_gone,
             engineio="fix",
             min_beat_gap=args.interval / 10,
+            hidden_timeout=args.hidden_timeout,
         )
         server = SocketIOServer(
-            adapter, host=args.host, port=args.port, other_asgi_app=self.other_asgi_app
+            adapter,
+            host=args.host,
+            port=args.port,
+            other_asgi_app=StaticModules(app=self.other_asgi_app),  # /static/*.js, then the rest
         )
         self.adapter = adapter
         self.url = f"{server.url}/{server.path}/"

@@ -48,12 +48,14 @@ PAGE = """<!doctype html>
 <title>heartbeat_monitor browser test</title>
 <script type="module">
 import { io } from "/vendor/socket.io.esm.min.js";
-import { startHeartbeat } from "/static/heartbeat.js";
 
+const record = (window.record = { id: null, disconnect: null, sent: [], peerGone: [] });
 const params = new URLSearchParams(location.search);
 const interval = Number(params.get("interval"));
-const socket = io({ transports: ["websocket"], reconnection: false });
-const record = (window.record = { id: null, disconnect: null, sent: [], peerGone: [] });
+// The server: this page's own origin, or another one (a `serve` process) given as ?server=.
+const server = params.get("server") ?? location.origin;
+const { startHeartbeat } = await import(`${server}/static/heartbeat.js`);
+const socket = io(server, { transports: ["websocket"], reconnection: false });
 const emit = socket.emit.bind(socket);
 socket.emit = (name, data) => {
   record.sent.push([name, data?.state ?? null, performance.now()]);
@@ -74,7 +76,7 @@ if (params.get("mode") === "plain") {
 Scope = MutableMapping[str, Any]
 
 
-async def _pages(scope: Scope, receive: Any, send: Any) -> None:
+async def pages_app(scope: Scope, receive: Any, send: Any) -> None:
     """The test page and the vendored socket.io-client; everything else is a 404."""
     path = scope.get("path", "") if scope["type"] == "http" else None
     if path is None:
@@ -153,10 +155,15 @@ async def until(check: Callable[[], Any], within: float = 10.0, every: float = 0
             await anyio.sleep(every)
 
 
-@contextlib.asynccontextmanager
-async def browser_world(**adapter_options: Any) -> AsyncIterator[World]:
+def require_browser() -> None:
+    """Chromium and the vendored socket.io-client, or a skip (a failure under scripts/test)."""
     require_tool("chromium", chromium_path() is not None)
     require_tool("socket.io-client (npm ci in tests/js)", VENDOR.exists())
+
+
+@contextlib.asynccontextmanager
+async def browser_world(**adapter_options: Any) -> AsyncIterator[World]:
+    require_browser()
     sio = socketio.AsyncServer(async_mode="asgi")
     heartbeats = Changes()
 
@@ -176,7 +183,7 @@ async def browser_world(**adapter_options: Any) -> AsyncIterator[World]:
     }
     adapter = SocketIOAdapter(sio, on_gone=gone.append, **options)
     adapter.hub.on_open(opened.append)
-    server = SocketIOServer(adapter, other_asgi_app=StaticModules(app=_pages))
+    server = SocketIOServer(adapter, other_asgi_app=StaticModules(app=pages_app))
     async with server, Chromium() as browser:
         observer = Client(server.url, "/", INTERVAL)
         await observer.connect()
