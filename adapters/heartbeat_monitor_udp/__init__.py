@@ -6,6 +6,7 @@ what a peer sends. Install with the ``udp`` extra.
 
 from __future__ import annotations
 
-from ._transport import TAG_SIZE, UdpTransport, datagram, peer_key
+from ._datagram import TAG_SIZE, datagram, peer_key
+from ._transport import UdpTransport
 
 __all__ = ("TAG_SIZE", "UdpTransport", "datagram", "peer_key")

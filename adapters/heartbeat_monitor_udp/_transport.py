@@ -1,27 +1,39 @@
 """The UDP server: one socket, one receive loop, every peer id in its datagrams.
 
-Wire format: a datagram is one JSON object, followed (when the server has a
-key) by a 32-byte HMAC-SHA256 tag of those JSON bytes::
+Wire format (:mod:`._datagram`): one JSON object, followed (when the server
+has a key) by a 32-byte HMAC-SHA256 tag of those JSON bytes::
 
     {"type": "beat" | "bye", "peer": "<id>", "ts": <sender's wall clock, int ns>,
      "epoch": "<the server's boot epoch>"} + tag
 
-Rules, in order (each refusal is logged as ``heartbeat_monitor.udp.peer_refused``
-with its reason, counted, and changes no peer's state; UDP gets no answer, so a
-forged source address cannot be used to reflect traffic):
+Rules, cheapest first (each refusal is logged, paced, as
+``heartbeat_monitor.udp.peer_refused`` with its reason, counted, and changes no
+peer's state; UDP gets no answer, so a forged source address cannot be used to
+reflect traffic):
 
-1. at most ``max_size`` bytes of JSON (``oversized``), well-formed (``malformed``,
-   ``wrong type``);
-2. with a key, the tag must verify (``spoofed``): nobody without the key can keep
-   a peer alive. With ``per_peer_keys=True`` each peer signs with
+0. at most ``max_source_rate`` datagrams a second from one source address, in
+   bursts of at most as many (a token bucket, checked before anything is decoded;
+   the excess is dropped, counted in :attr:`UdpTransport.gated` and logged as
+   ``source_gated`` at most once a second). The hub's own ``max_rate`` per peer
+   still applies to what passes: a flooding peer is refused as ``flood``;
+1. at most ``max_size`` bytes of JSON (``oversized``);
+2. with a key, the tag must verify (``spoofed``) *before* the JSON is decoded:
+   nobody without the key can keep a peer alive, nor make the server parse
+   anything. With ``per_peer_keys=True`` each peer signs with
    ``peer_key(key, peer_id)`` instead of the shared key, so that peers holding
    their own key cannot beat for one another either;
-3. ``ts`` within ``max_skew`` seconds of the server's wall clock (``stale``; this
+3. well-formed JSON (``malformed``, ``wrong type``, ``bad peer id``);
+4. ``ts`` within ``max_skew`` seconds of the server's wall clock (``stale``; this
    wall clock only judges freshness, never liveness) and strictly greater than
    the last accepted ``ts`` of that peer id (``replayed``);
-4. ``epoch`` must be this server's boot epoch; a datagram without it, or with an
+5. ``epoch`` must be this server's boot epoch; a datagram without it, or with an
    earlier boot's, changes nothing and is answered with a signed
    ``{"type": "challenge", "epoch": "<current>"}`` (a beat) or dropped (a bye).
+
+Floods: the socket is read directly, up to 256 datagrams per wake-up, into a
+kernel buffer of ``receive_buffer`` bytes (capped by ``net.core.rmem_max``: the
+effective size is logged, with a warning when the cap cut it). What one process
+absorbs, and what to do beyond it, is in ``docs/limits.md``.
 
 Anti-replay across restarts
 ===========================
@@ -63,17 +75,15 @@ one peer that are due together travel as one JSON array (below 1,200 bytes).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
+import math
 import secrets
 import socket
-import time
 from collections.abc import Callable, Mapping
-from typing import ClassVar, final
+from typing import ClassVar, Final, final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import structlog
 
 from heartbeat_monitor import (
@@ -82,65 +92,22 @@ from heartbeat_monitor import (
     PeerError,
     PeerHub,
     Reason,
-    check_peer_id,
-    decode_message,
     encode_message,
     encode_shared,
 )
 
-__all__ = ("TAG_SIZE", "UdpTransport", "datagram", "peer_key")
+from ._datagram import chunks, open_datagram, sign, wall_clock_ns
 
-#: Length of the HMAC-SHA256 tag that ends a signed datagram.
-TAG_SIZE = 32
+__all__ = ("UdpTransport",)
+
 _NS = 1_000_000_000
-#: Server datagrams stay below a typical path MTU (no IP fragmentation).
-_DATAGRAM_LIMIT = 1200
+#: Datagrams read per wake-up of the receive loop before the other tasks get a turn.
+_BATCH: Final = 256
+#: Sources counted per second by the gate; more are let through uncounted (a flood from
+#: that many addresses is not one source's flood, and the table must stay bounded).
+_MAX_SOURCES: Final = 65_536
 
 _logger = structlog.get_logger("heartbeat_monitor")
-
-
-def peer_key(key: bytes, peer: str) -> bytes:
-    """The key one peer signs with under ``per_peer_keys``: HMAC-SHA256(key, peer id)."""
-    return hmac.new(key, peer.encode(), hashlib.sha256).digest()
-
-
-def _sign(payload: bytes, key: bytes | None) -> bytes:
-    if key is None:
-        return payload
-    return payload + hmac.new(key, payload, hashlib.sha256).digest()
-
-
-def wall_clock_ns() -> int:
-    """Wall-clock nanoseconds, for the anti-replay ``ts`` of datagrams and nothing else.
-
-    Datagrams cross hosts, whose monotonic clocks share no epoch, so a timestamp's
-    freshness can only be judged on the wall clock (within ``max_skew``). Liveness never
-    reads it: expiry is decided by the monitor's monotonic clock.
-    """
-    return time.time_ns()
-
-
-def datagram(
-    peer: str,
-    *,
-    key: bytes | None = None,
-    type: str = "beat",
-    ts: int | None = None,
-    epoch: str | None = None,
-) -> bytes:
-    """What a peer sends: a beat (or ``type="bye"``), signed with ``key`` if given.
-
-    ``epoch``: the server's boot epoch, from its last ``challenge`` (without it, the
-    server answers with a challenge and nothing else).
-    """
-    message: dict[str, object] = {
-        "type": type,
-        "peer": peer,
-        "ts": wall_clock_ns() if ts is None else ts,
-    }
-    if epoch is not None:
-        message["epoch"] = epoch
-    return _sign(json.dumps(message, separators=(",", ":")).encode(), key)
 
 
 @final
@@ -177,17 +144,25 @@ class UdpTransport:
         max_skew: float = 30.0,
         max_size: int = MAX_MESSAGE_SIZE,
         max_queue: int = 1024,
+        max_source_rate: int | None = 1000,
         receive_buffer: int = 4 << 20,
         wall_clock: Callable[[], int] = wall_clock_ns,
     ) -> None:
         if per_peer_keys and key is None:
             raise ValueError("per_peer_keys needs a key")
+        if max_source_rate is not None and (
+            type(max_source_rate) is not int or max_source_rate < 1
+        ):
+            raise ValueError(
+                f"max_source_rate must be an int >= 1 or None, not {max_source_rate!r}"
+            )
         self.host = host
         self.port = port
         self.key = key
         self.per_peer_keys = per_peer_keys
         self.max_skew = max_skew
         self.max_size = max_size
+        self.max_source_rate = max_source_rate
         self._wall_clock = wall_clock
         self._last_ts: dict[str, int] = {}
         #: peer id -> its link (an ended one is dropped when its peer is next heard of).
@@ -196,7 +171,14 @@ class UdpTransport:
         self._pending: dict[tuple[str, int], tuple[bytes | None, list[str]]] = {}
         self._max_queue = max_queue
         self.receive_buffer = receive_buffer
+        #: Notices dropped because a peer had ``max_queue`` unsent.
         self.dropped = 0
+        #: Datagrams dropped unread: their source sent more than ``max_source_rate`` a second.
+        self.gated = 0
+        #: source address -> [tokens left, when last refilled] (rule 0)
+        self._sources: dict[tuple[str, int], list[float]] = {}
+        self._pruned = -math.inf
+        self._gate_logged = -math.inf
         #: This run's boot epoch (drawn again by each :meth:`serve`): see the module notes.
         self.epoch = ""
         self._challenge = ""
@@ -210,59 +192,102 @@ class UdpTransport:
         task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         self._new_epoch()
-        async with (
-            await anyio.create_udp_socket(local_host=self.host, local_port=self.port) as sock,
-            anyio.create_task_group() as task_group,
-        ):
-            raw = sock.extra(anyio.abc.SocketAttribute.raw_socket)
+        family, _, _, _, address = (
+            await anyio.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        )[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
             # Beats arrive in bursts: a deep kernel buffer keeps them while the loop is busy.
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
-            address = sock.extra(anyio.abc.SocketAttribute.local_address)
-            assert isinstance(address, tuple)
-            host, port = address[0], address[1]
-            _logger.info("heartbeat_monitor.udp.listening", host=host, port=port)
-            task_group.start_soon(self._write, sock)
-            task_status.started((str(host), int(port)))
-            try:
-                await self._receive_all(hub, sock)
-            finally:
-                hub.close_all(transport="udp")  # the server is stopping: one gone each
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+            sock.bind(address)
+            host, port = sock.getsockname()[:2]
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles
+            _logger.info(
+                "heartbeat_monitor.udp.listening", host=host, port=port, receive_buffer=granted
+            )
+            if granted < self.receive_buffer:
+                _logger.warning(
+                    "heartbeat_monitor.udp.receive_buffer_capped",
+                    asked=self.receive_buffer,
+                    granted=granted,
+                    hint="raise net.core.rmem_max (sysctl) to absorb longer bursts",
+                )
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self._write, sock)
+                task_status.started((str(host), int(port)))
+                try:
+                    await self._receive_all(hub, sock)
+                finally:
+                    hub.close_all(transport="udp")  # the server is stopping: one gone each
+                    task_group.cancel_scope.cancel()
 
     def _new_epoch(self) -> None:
         self.epoch = secrets.token_hex(8)
         self._challenge = encode_message({"type": "challenge", "epoch": self.epoch})
 
-    async def _receive_all(self, hub: PeerHub, sock: anyio.abc.UDPSocket) -> None:
-        async for data, address in sock:
-            try:
-                self._receive(hub, data, (str(address[0]), int(address[1])))
-            except PeerError as exc:
-                hub.refuse_input("udp", str(exc), address=f"{address[0]}:{address[1]}")
-            except Exception:  # never let one datagram take the server down
-                _logger.exception("heartbeat_monitor.udp.datagram_failed")
+    async def _receive_all(self, hub: PeerHub, sock: socket.socket) -> None:
+        receive = sock.recvfrom
+        clock = hub.monitor.clock
+        admit = self._admit
+        while True:
+            await anyio.wait_readable(sock)
+            now = clock.now()
+            if now - self._pruned >= 1.0:
+                self._prune(now)
+            for _ in range(_BATCH):
+                try:
+                    data, address = receive(65_536)
+                except BlockingIOError:
+                    break
+                except OSError:  # an ICMP error for something we sent: nothing to read
+                    continue
+                if not admit(address, now):
+                    continue
+                try:
+                    self._receive(hub, data, address)
+                except PeerError as exc:
+                    hub.refuse_input("udp", str(exc), address=f"{address[0]}:{address[1]}")
+                except Exception:  # never let one datagram take the server down
+                    _logger.exception("heartbeat_monitor.udp.datagram_failed")
+            else:
+                await anyio.lowlevel.checkpoint()  # more may be waiting: let the others run
+
+    def _admit(self, address: tuple[str, int], now: float) -> bool:
+        """Rule 0, a token bucket per source: ``rate`` a second, bursts of up to ``rate``."""
+        rate = self.max_source_rate
+        if rate is None:
+            return True
+        bucket = self._sources.get(address)
+        if bucket is None:
+            if len(self._sources) < _MAX_SOURCES:
+                self._sources[address] = [rate - 1.0, now]
+            return True
+        tokens = min(float(rate), bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return True
+        bucket[0] = tokens
+        self.gated += 1
+        if now - self._gate_logged >= 1.0:
+            self._gate_logged = now
+            _logger.warning(
+                "heartbeat_monitor.udp.source_gated",
+                address=f"{address[0]}:{address[1]}",
+                max_source_rate=rate,
+                gated=self.gated,
+            )
+        return False
+
+    def _prune(self, now: float) -> None:
+        """Forget sources silent for a second (their buckets are full again): bounded memory."""
+        self._pruned = now
+        self._sources = {a: b for a, b in self._sources.items() if now - b[1] < 1.0}
 
     def _receive(self, hub: PeerHub, data: bytes, address: tuple[str, int]) -> None:
-        key = self.key
-        payload, tag = (data[:-TAG_SIZE], data[-TAG_SIZE:]) if key is not None else (data, b"")
-        try:
-            message = decode_message(payload, max_size=self.max_size)
-        except PeerError as exc:
-            if key is not None and str(exc).startswith("malformed") and data[-1:] == b"}":
-                raise PeerError(
-                    "spoofed: unsigned datagram (the server requires an HMAC)"
-                ) from None
-            raise
-        peer = check_peer_id(message.get("peer"))
-        ts = message.get("ts")
-        if not isinstance(ts, int) or isinstance(ts, bool):
-            raise PeerError(f"wrong type: 'ts' must be an integer, got {type(ts).__name__}")
-        if key is not None:
-            signing_key = peer_key(key, peer) if self.per_peer_keys else key
-            expected = hmac.new(signing_key, payload, hashlib.sha256).digest()
-            if not hmac.compare_digest(tag, expected):
-                raise PeerError(f"spoofed: bad HMAC for peer {peer!r}")
-        else:
-            signing_key = None
+        message, peer, ts, signing_key = open_datagram(
+            data, key=self.key, per_peer_keys=self.per_peer_keys, max_size=self.max_size
+        )
         skew = ts - self._wall_clock()
         if abs(skew) > self.max_skew * _NS:
             raise PeerError(f"stale: timestamp {skew / _NS:+.3f} s from the server's clock")
@@ -321,33 +346,21 @@ class UdpTransport:
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 _logger.warning("heartbeat_monitor.udp.notices_dropped", dropped=self.dropped)
 
-    async def _write(self, sock: anyio.abc.UDPSocket) -> None:
+    async def _write(self, sock: socket.socket) -> None:
         """Send what is pending; the messages for one address coalesce into JSON arrays."""
         while True:
             pending, self._pending = self._pending, {}
-            for (host, port), (key, messages) in pending.items():
-                for chunk in _chunks(messages):
+            for address, (key, messages) in pending.items():
+                for chunk in chunks(messages):
+                    data = sign(chunk.encode(), key)
                     try:
-                        await sock.sendto(_sign(chunk.encode(), key), host, port)
+                        try:
+                            sock.sendto(data, address)
+                        except BlockingIOError:  # the send buffer is full: wait once
+                            await anyio.wait_writable(sock)
+                            sock.sendto(data, address)
                     except OSError as exc:  # e.g. ICMP port unreachable from a dead peer
                         _logger.debug("heartbeat_monitor.udp.send_failed", error=str(exc))
             if not self._pending:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-
-
-def _chunks(messages: list[str], limit: int = _DATAGRAM_LIMIT) -> list[str]:
-    """One message as is; several as JSON arrays of at most ``limit`` bytes."""
-    if len(messages) == 1:
-        return messages
-    chunks: list[str] = []
-    current: list[str] = []
-    size = 2
-    for message in messages:
-        if current and size + len(message) + 1 > limit:
-            chunks.append(f"[{','.join(current)}]")
-            current, size = [], 2
-        current.append(message)
-        size += len(message) + 1
-    chunks.append(f"[{','.join(current)}]")
-    return chunks

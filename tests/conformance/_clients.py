@@ -249,9 +249,10 @@ class UdpClient(Client):
 
         if kind == "spoofed-id":
             return datagram("victim", key=b"not the key")
-        if kind in ("not-an-object", "type-not-a-string"):
-            return data + b"\x00" * 32
-        return data
+        # The rest is signed: the server checks the HMAC before it reads any JSON, so
+        # unsigned garbage is refused as spoofed; a key holder's garbage gets its own kind.
+        assert self.key is not None
+        return data + hmac.new(self.key, data, hashlib.sha256).digest()
 
     async def _send(self, data: bytes | str) -> None:
         await self._socket.send(data.encode() if isinstance(data, str) else data)

@@ -23,7 +23,7 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 #: Runs the CLI after lowering the open-file limit to argv[1] (0: unchanged).
-_LAUNCHER = """
+LAUNCHER = """
 import resource, sys
 limit = int(sys.argv[1])
 if limit:
@@ -96,7 +96,7 @@ async def server_process(
     key_file: Path | None = None,
     options: tuple[str, ...] = (),
 ) -> AsyncIterator[Server]:
-    command = [sys.executable, "-c", _LAUNCHER, str(nofile), "serve", "--transport", transport]
+    command = [sys.executable, "-c", LAUNCHER, str(nofile), "serve", "--transport", transport]
     command += ["--port", str(port), "--interval", str(interval), "--log-format", "json"]
     if key_file is not None:
         command += ["--udp-key-file", str(key_file)]

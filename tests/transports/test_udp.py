@@ -10,7 +10,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -27,21 +27,30 @@ KEY = b"shared secret"
 NOW = 1_700_000_000 * 10**9
 
 
+class Udp(NamedTuple):
+    hub: PeerHub
+    sock: Any
+    #: The server's boot epoch (what a challenge tells).
+    epoch: str
+    transport: UdpTransport
+    clock: ManualClock
+
+
 @asynccontextmanager
-async def udp_server(**options: Any) -> AsyncIterator[tuple[PeerHub, Any, str]]:
-    """A server, a client socket, and the server's boot epoch (what a challenge tells)."""
+async def udp_server(**options: Any) -> AsyncIterator[Udp]:
+    """A server on a ManualClock and a client socket."""
     clock = ManualClock()
     transport = UdpTransport("127.0.0.1", 0, wall_clock=lambda: NOW, **options)
     async with HeartbeatMonitor(10, clock=clock) as monitor, anyio.create_task_group() as tg:
         hub = PeerHub(monitor)
         host, port = await tg.start(transport.serve, hub)
         async with await anyio.create_connected_udp_socket(host, port) as sock:
-            yield hub, sock, transport.epoch
+            yield Udp(hub, sock, transport.epoch, transport, clock)
         tg.cancel_scope.cancel()
 
 
 async def test_the_first_contact_is_challenged_with_the_boot_epoch(anyio_backend):
-    async with udp_server(key=KEY) as (hub, sock, epoch):
+    async with udp_server(key=KEY) as (hub, sock, epoch, *_):
         await sock.send(datagram("a", key=KEY, ts=NOW))  # no epoch: a first contact
         challenge = await sock.receive()
         assert json.loads(challenge[:-TAG_SIZE]) == {"type": "challenge", "epoch": epoch}
@@ -61,7 +70,7 @@ async def test_the_first_contact_is_challenged_with_the_boot_epoch(anyio_backend
 
 
 async def test_signed_beats_open_and_beat_and_others_are_refused(anyio_backend):
-    async with udp_server(key=KEY) as (hub, sock, epoch):
+    async with udp_server(key=KEY) as (hub, sock, epoch, *_):
         await sock.send(datagram("a", key=KEY, ts=NOW, epoch=epoch))
         reply = await sock.receive()
         assert json.loads(reply[:-TAG_SIZE])["type"] == "welcome"
@@ -84,7 +93,7 @@ async def test_signed_beats_open_and_beat_and_others_are_refused(anyio_backend):
 
 
 async def test_per_peer_keys_stop_one_peer_beating_for_another(anyio_backend):
-    async with udp_server(key=KEY, per_peer_keys=True) as (hub, sock, epoch):
+    async with udp_server(key=KEY, per_peer_keys=True) as (hub, sock, epoch, *_):
         await sock.send(datagram("a", key=peer_key(KEY, "a"), ts=NOW, epoch=epoch))
         await until(lambda: "a" in hub)
         await sock.send(datagram("a", key=peer_key(KEY, "b"), ts=NOW + 1, epoch=epoch))  # b's key
@@ -93,7 +102,7 @@ async def test_per_peer_keys_stop_one_peer_beating_for_another(anyio_backend):
 
 
 async def test_malformed_datagrams_are_refused(anyio_backend):
-    async with udp_server() as (hub, sock, _):
+    async with udp_server() as (hub, sock, _, *_):
         for data in (
             b"\xff",
             b"[]",
