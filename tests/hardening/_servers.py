@@ -40,6 +40,20 @@ def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
         return port
 
 
+def connecting(port: int, count: int) -> list[socket.socket]:
+    """``count`` non-blocking connects to ``port`` on loopback (completed by the kernel)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        sockets.append(sock)
+    return sockets
+
+
 class Server:
     def __init__(self, process: anyio.abc.Process) -> None:
         self.process = process

@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
 
-from ._servers import LAUNCHER
+from ._servers import LAUNCHER, connecting
 
 
 def main() -> None:
@@ -41,15 +40,7 @@ def main() -> None:
         log = json.loads(server.stdout.readline())
         if log["event"].endswith(".serving"):
             port = log.get("port") or int(log["url"].split(":")[2].split("/")[0])
-    idle = []
-    for _ in range(args.connections):
-        sock = socket.socket()
-        sock.setblocking(False)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        idle.append(sock)
+    idle = connecting(port, args.connections)
     os.set_blocking(server.stdout.fileno(), False)
     lines = written = 0
     end = time.monotonic() + args.seconds

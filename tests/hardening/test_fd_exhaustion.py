@@ -18,7 +18,7 @@ import pytest
 
 from tests.conformance._clients import CLIENTS, Client
 
-from ._servers import server_process
+from ._servers import connecting, server_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -33,15 +33,7 @@ async def _idle_connections(port: int, count: int, batch: int = 50) -> list[sock
     beyond the listen backlog would have its SYNs dropped and retried for seconds)."""
     sockets: list[socket.socket] = []
     while len(sockets) < count:
-        opening = []
-        for _ in range(min(batch, count - len(sockets))):
-            sock = socket.socket()
-            sock.setblocking(False)
-            try:
-                sock.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
-            opening.append(sock)
+        opening = connecting(port, min(batch, count - len(sockets)))
         for sock in opening:
             await anyio.wait_writable(sock)  # in the server's accept queue, or accepted
         sockets += opening
