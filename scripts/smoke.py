@@ -179,9 +179,28 @@ async def check_serve(transport: str) -> str:
                     process.kill()
 
 
+async def _check_module(base: str) -> None:
+    """``serve`` (Socket.IO) hands browsers the client module at /static/heartbeat.js."""
+    import urllib.error
+    import urllib.request
+
+    def get() -> bytes:
+        with urllib.request.urlopen(f"{base}/static/heartbeat.js", timeout=WAIT) as response:
+            return bytes(response.read())
+
+    try:
+        body = await anyio.to_thread.run_sync(get)
+    except urllib.error.URLError as exc:
+        raise CheckFailed(f"socketio: GET /static/heartbeat.js failed: {exc}") from None
+    if b"export function startHeartbeat" not in body:
+        raise CheckFailed("socketio: /static/heartbeat.js is not the browser client module")
+
+
 async def _serve_session(server: Server, transport: str) -> str:
     with anyio.fail_after(STARTUP):
         serving = await server.next_event(f"heartbeat_monitor.{transport}.serving")
+    if transport == "socketio":
+        await _check_module(serving["url"].removesuffix("/socket.io/"))
     beating: list[Any] = []
     silent: list[Any] = []
     async with anyio.create_task_group() as clients:

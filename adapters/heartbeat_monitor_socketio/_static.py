@@ -12,7 +12,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final, final
 
+import structlog
+
 __all__ = ("STATIC_PREFIX", "StaticModules", "static_dir")
+
+_logger = structlog.get_logger("heartbeat_monitor")
 
 #: Where the modules are served.
 STATIC_PREFIX: Final = "/static/"
@@ -44,6 +48,8 @@ class StaticModules:
         self._files: dict[str, bytes] = {
             path.name: path.read_bytes() for path in sorted(folder.glob("*.js")) if path.is_file()
         }
+        if not self._files:  # a broken install: say so once, serve the rest
+            _logger.warning("heartbeat_monitor.socketio.no_static_modules", folder=str(folder))
 
     @property
     def names(self) -> list[str]:

@@ -60,3 +60,12 @@ async def test_static_modules_serve_the_module_and_nothing_else():
             assert response.status == 405
         async with client.get("/socket.io/?EIO=4&transport=polling") as response:
             assert response.status == 200  # Socket.IO is still served beside it
+
+
+def test_a_folder_without_modules_is_said_once(tmp_path: Path):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        app = StaticModules(directory=tmp_path)
+    assert app.names == []
+    assert [entry["event"] for entry in logs] == ["heartbeat_monitor.socketio.no_static_modules"]
