@@ -42,6 +42,7 @@ from ._events import (
 from ._hub import PeerHub
 from ._metrics import Metrics
 from ._monitor import ExpireCallback, HeartbeatMonitor
+from ._overload import OVERLOADED, OverloadGuard
 from ._policy import (
     FixedTimeout,
     History,
@@ -67,6 +68,7 @@ from ._wire import (
 __all__ = (
     "ENTRY_POINT_GROUP",
     "MAX_MESSAGE_SIZE",
+    "OVERLOADED",
     "AcceptBackoff",
     "Audience",
     "CallbackRunner",
@@ -91,6 +93,7 @@ __all__ = (
     "MissedBeats",
     "MonotonicClock",
     "OpenCallback",
+    "OverloadGuard",
     "PeerError",
     "PeerEvent",
     "PeerGone",

@@ -262,8 +262,15 @@ class PeerHub:
         A new episode begins unless ``peer`` has an open one: a ``shared`` one (an
         authenticated identity) gains this connection, which counts as a beat;
         otherwise the id is in use and the connection is refused (``None``; the
-        refusal is counted and logged, the caller closes the connection).
+        refusal is counted and logged, the caller closes the connection). While the
+        server is overloaded (``monitor.overload``) every new connection is refused
+        at once: counted as ``overloaded``, logged, and closed with the reason.
         """
+        overloaded = self.monitor.overload.refusal()
+        if overloaded is not None:
+            self.refuse_input(connection.transport, overloaded, peer=peer)
+            connection.close(f"refused: {overloaded}")
+            return None
         episode = self._episodes.get(peer)
         now = self._clock.now()
         if episode is not None:

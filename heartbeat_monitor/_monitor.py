@@ -33,6 +33,7 @@ from ._events import (
     StormStarted,
     Suspected,
 )
+from ._overload import OverloadGuard
 from ._policy import Policy
 from ._streams import EventStream
 from ._tracker import LivenessTracker
@@ -93,6 +94,15 @@ class HeartbeatMonitor:
     anyone is suspected or expired, and emits :class:`Stalled`. Default
     ``stall_limit``: ``max(1 s, 2 * resolution)`` on a real clock; off on a
     virtual clock (where jumping is how tests move time), unless given.
+
+    **Overload** (:attr:`overload`, an :class:`~heartbeat_monitor.OverloadGuard`;
+    pass ``overload=`` to tune it). On a real clock the driver's own wake lag
+    and a probe task (every ``probe_interval``) measure the event loop's lag.
+    Deadlines are checked ``stretch`` seconds late, the highest lag of the last
+    ``window`` (bounded by ``max_stretch``), so that beats waiting in the
+    server's backlog are not mistaken for silence; past ``shed_lag`` the hub
+    refuses new connections (``"server overloaded"``). On a virtual clock only
+    the lags given to ``overload.observe()`` count. See ``docs/overload.md``.
     """
 
     __slots__ = (
@@ -103,6 +113,7 @@ class HeartbeatMonitor:
         "_exit_stack",
         "_idle_at",
         "_max_block",
+        "_probe_scope",
         "_progress",
         "_running",
         "_stall_grace",
@@ -116,6 +127,7 @@ class HeartbeatMonitor:
         "beat",
         "loop_lag",
         "max_loop_lag",
+        "overload",
         "runner",
         "untrack",
     )
@@ -148,6 +160,7 @@ class HeartbeatMonitor:
         callback_timeout: float | None = None,
         batch_size: int | None = None,
         max_block: float = 0.004,
+        overload: OverloadGuard | None = None,
     ) -> None:
         self._tracker = LivenessTracker(
             timeout,
@@ -171,6 +184,11 @@ class HeartbeatMonitor:
         self._stall_limit = optional_seconds("stall_limit", stall_limit)
         grace = self._tracker.timeout if stall_grace is None else stall_grace
         self._stall_grace: float = optional_seconds("stall_grace", grace)  # type: ignore[assignment]
+        if overload is not None and not isinstance(overload, OverloadGuard):
+            raise ConfigurationError(f"overload must be an OverloadGuard, not {overload!r}")
+        #: The server's own lag, the stretch it grants and load shedding (see docs/overload.md).
+        self.overload = OverloadGuard(self._tracker.timeout) if overload is None else overload
+        self._probe_scope: anyio.CancelScope | None = None
         self._batch_size = batch_size
         #: The adaptive batch (entries per poll) when batch_size is None.
         self._batch = _FIRST_BATCH
@@ -323,10 +341,17 @@ class HeartbeatMonitor:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
                 self.runner.attach(task_group)
+                probe = self.overload.probe_interval
+                if probe is not None and not virtual:
+                    self._probe_scope = anyio.CancelScope()
+                    task_group.start_soon(self._probe, self._probe_scope, probe)
                 task_status.started()
                 try:
                     await self._drive(virtual=virtual)
                 finally:
+                    if self._probe_scope is not None:
+                        self._probe_scope.cancel()
+                        self._probe_scope = None
                     await self._drain_runner()
         finally:
             self.runner.detach()
@@ -371,6 +396,7 @@ class HeartbeatMonitor:
         tracker = self._tracker
         clock = tracker.clock
         stall_limit = self._stall_limit
+        overload = self.overload
         while not self._stop_requested():
             now = clock.now()
             target = self._target
@@ -379,10 +405,15 @@ class HeartbeatMonitor:
                 self.loop_lag = lag
                 if lag > self.max_loop_lag:
                     self.max_loop_lag = lag
+                # A wake before the target (woken by track) measures nothing; on a virtual
+                # clock a late wake is a test moving time, not lag.
+                if not virtual and now >= target:
+                    overload.observe(lag, now)
                 if stall_limit is not None and lag > stall_limit:
                     grace_until = now + self._stall_grace
                     tracker.grant_grace(grace_until)
                     self._dispatch([Stalled(lag=lag, grace_until=grace_until, at=now)])
+            tracker.stretch = overload.stretch_at(now)
             started = time.perf_counter()
             batch = self._batch if self._batch_size is None else self._batch_size
             # The batch bounds the dispatch that follows; max_time bounds the poll itself,
@@ -411,6 +442,17 @@ class HeartbeatMonitor:
                 with anyio.move_on_after(deadline - now):
                     await wake.wait()
             self._wake = None
+
+    async def _probe(self, scope: anyio.CancelScope, interval: float) -> None:
+        """Measure the event loop's lag every ``interval`` seconds, cheaply, on a real clock."""
+        clock = self._tracker.clock
+        observe = self.overload.observe
+        with scope:
+            while True:
+                before = clock.now()
+                await anyio.sleep(interval)
+                now = clock.now()
+                observe(now - before - interval, now)
 
     def _adapt_batch(self, elapsed: float, *, more: bool) -> None:
         """Size the next batch so that one poll plus its dispatch stays within max_block."""
@@ -443,11 +485,13 @@ class HeartbeatMonitor:
         for event in events:
             name, level = _LOG.get(type(event), ("heartbeat_monitor.event", "info"))
             if isinstance(event, Expired):
+                stretch = self._tracker.stretch
                 log.info(
                     name,
                     peer=event.key,
                     silent_for=round(event.expired_at - event.last_beat, 6),
                     late_by=round(event.late_by, 6),
+                    **({"stretch": round(stretch, 6)} if stretch else {}),
                 )
             elif isinstance(event, PeerEvent):
                 getattr(log, level)(name, peer=event.key)

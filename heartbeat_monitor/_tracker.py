@@ -152,6 +152,7 @@ class LivenessTracker:
         "_timeout",
         "_timeouts",
         "beat",
+        "stretch",
         "wakeup",
     )
 
@@ -207,6 +208,10 @@ class LivenessTracker:
         #: Called (with no argument) when a beat produced an event outside :meth:`poll`
         #: (a recovery), so that a driver polls soon. The driver sets it; ``None``: nobody.
         self.wakeup: Callable[[], None] | None = None
+        #: Seconds added to every deadline when it is checked (the driver's local-health
+        #: stretch, see ``_overload.py``): nobody is suspected or expired before its
+        #: deadline plus this. Events still carry the true deadline and time.
+        self.stretch = 0.0
         #: Whether the default policy keeps a per-peer history (checked once: a runtime
         #: Protocol isinstance costs ~20 us, far too much for every track()).
         self._stateful = _is_stateful(self._policy)
@@ -386,9 +391,9 @@ class LivenessTracker:
         if self._events:
             return -math.inf
         if self._current is not None:
-            return self._current.tick * self._resolution
+            return self._current.tick * self._resolution + self.stretch
         ticks = self._ticks
-        return ticks[0] * self._resolution if ticks else None
+        return ticks[0] * self._resolution + self.stretch if ticks else None
 
     def poll(self, *, limit: int | None = None, max_time: float | None = None) -> list[Expired]:
         """Expire every peer that is silent past its deadline, as of ``clock.now()``.
@@ -411,6 +416,7 @@ class LivenessTracker:
         beats since the last poll), :class:`StormStarted` and :class:`StormEnded`.
         """
         now = self._clock.now()
+        due = now - self.stretch  # deadlines are compared with this: the stretch moves them later
         resolution = self._resolution
         budget = math.inf if limit is None else limit
         if budget <= 0:
@@ -436,7 +442,7 @@ class LivenessTracker:
             bucket = self._current
             if bucket is None:
                 ticks = self._ticks
-                if not ticks or ticks[0] * resolution > now:
+                if not ticks or ticks[0] * resolution > due:
                     break
                 bucket = self._buckets.pop(heapq.heappop(ticks))
                 self._current = bucket
@@ -458,7 +464,7 @@ class LivenessTracker:
                     timeout = default_timeout
                 deadline = last + timeout
                 if suspect is None or key in suspects:
-                    if now <= deadline:
+                    if due <= deadline:
                         self._place(key, self._tick_after(deadline))
                     elif now <= grace_until:
                         self._place(key, self._tick_after(grace_until))
@@ -469,7 +475,7 @@ class LivenessTracker:
                     continue
                 # Suspect stage on, peer not (yet) a suspect.
                 suspect_deadline = last + timeout * suspect
-                if now <= suspect_deadline:
+                if due <= suspect_deadline:
                     self._place(key, self._tick_after(suspect_deadline))
                 elif now <= grace_until:
                     self._place(key, self._tick_after(grace_until))
@@ -483,7 +489,7 @@ class LivenessTracker:
                     started = brake.suspected(now, len(suspects), len(last_of))
                     if started is not None:
                         events.append(started)
-                    if now <= deadline:
+                    if due <= deadline:
                         self._place(key, self._tick_after(deadline))
                     elif brake.holding:
                         self._hold(key, now)

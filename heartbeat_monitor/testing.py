@@ -34,7 +34,8 @@ class MemoryClient:
         #: The reason the server closed this connection, once it has.
         self.closed: str | None = None
         #: The hub's link for this connection (``None``: the hub refused it).
-        self.link: Link | None = hub.open(self, peer, shared=shared)
+        self.link: Link | None = None  # the hub may close this connection inside open()
+        self.link = hub.open(self, peer, shared=shared)
 
     def send(self, message: Mapping[str, object]) -> None:  # server -> peer
         if self.closed is None:

@@ -40,6 +40,7 @@ import socketio
 import structlog
 
 from heartbeat_monitor import (
+    OVERLOADED,
     Clock,
     ConfigurationError,
     GoneCallback,
@@ -50,7 +51,7 @@ from heartbeat_monitor import (
 
 from . import _internals
 from ._connection import Outbox, SidConnection, SocketIOAudience, SocketIOStats
-from ._engineio import check_engineio
+from ._engineio import align_ping_timeout, check_engineio
 from ._frames import FrameGuard, json_type
 from ._options import AdapterOptions
 from ._visibility import Visibility
@@ -146,6 +147,8 @@ class SocketIOAdapter:
             )
         #: The hub that decides every peer's life (shared with other transports if given).
         self.hub = hub
+        if opts.engineio != "ignore":  # engine.io's ping must not drop a client we keep
+            align_ping_timeout(sio, opts.timeout, monitor)
         self._outbox = outbox = Outbox(sio, opts.namespace, monitor.runner)
         self._links = outbox.links
         hub.audience = SocketIOAudience(outbox)
@@ -361,6 +364,10 @@ class SocketIOAdapter:
         auth = args[2] if len(args) > 2 else None
         if self._outbox.closing:
             raise socketio.exceptions.ConnectionRefusedError("server shutting down")
+        overloaded = self.monitor.overload.refusal()  # before the application's handler runs
+        if overloaded is not None:
+            self.hub.refuse_input("socketio", overloaded, sid=sid)
+            raise socketio.exceptions.ConnectionRefusedError(OVERLOADED)
         identity: Hashable | None = None
         identify = self.options.identify
         if identify is not None:
@@ -380,8 +387,9 @@ class SocketIOAdapter:
             return result
         peer = sid if identity is None else identity
         link = self.hub.open(SidConnection(self._outbox, sid), peer, shared=identity is not None)
-        if link is None:
-            raise socketio.exceptions.ConnectionRefusedError("peer id in use")
+        if link is None:  # overloaded since the check above, or the id is in use
+            told = OVERLOADED if self.monitor.overload.shedding else "peer id in use"
+            raise socketio.exceptions.ConnectionRefusedError(told)
         self._links[sid] = link
         self.stats.connections += 1
         _logger.info(

@@ -1,4 +1,22 @@
-"""engine.io settings the adapter refuses or corrects (python-engineio truncates pingInterval)."""
+"""engine.io settings the adapter refuses or corrects.
+
+Two things, both from python-engineio's ping/pong, which runs beside the
+application's heartbeat:
+
+* python-engineio truncates the ``pingInterval`` it advertises to whole seconds
+  (:func:`check_engineio`);
+* engine.io's own ``ping_timeout`` must not be the weak link
+  (:func:`align_ping_timeout`). The heartbeat monitor is the liveness judge;
+  engine.io's pings keep proxies and NATs open. Under overload a client's pong
+  waits in the server's backlog just as its heartbeats do, and engine.io would
+  drop it (``"ping timeout"``) while the monitor, which stretches deadlines by
+  the server's own lag, still counts it alive. So the adapter raises
+  ``ping_timeout`` to at least the heartbeat timeout plus the monitor's largest
+  stretch (clients are told the same ``pingTimeout`` and wait ``pingInterval +
+  pingTimeout`` for a ping, so they tolerate the same lag). With the defaults
+  (5 s x 2 heartbeats, a stretch of at most the timeout) that is python-engineio's
+  own default of 20 s.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +25,9 @@ import math
 import socketio
 import structlog
 
-from heartbeat_monitor import ConfigurationError
+from heartbeat_monitor import ConfigurationError, HeartbeatMonitor
 
-__all__ = ("check_engineio",)
+__all__ = ("align_ping_timeout", "check_engineio", "ping_timeout_floor")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -49,4 +67,38 @@ def check_engineio(sio: socketio.AsyncServer, *, fix: bool = False) -> None:
         ping_interval=interval,
         grace=eio.ping_interval_grace_period,
         advertised_ms=whole * 1000,
+    )
+
+
+def ping_timeout_floor(timeout: float, monitor: HeartbeatMonitor) -> float:
+    """The shortest engine.io ping timeout that cannot drop a client the monitor keeps.
+
+    The heartbeat ``timeout`` plus the most the monitor stretches a deadline
+    under overload, rounded up to whole seconds: a live client's beat may wait
+    that long in the server's backlog (less its interval) and still count, and
+    its pong waits in the same backlog.
+    """
+    stretch = monitor.overload.max_stretch if monitor.overload.lag_factor else 0.0
+    return float(math.ceil(timeout + stretch))
+
+
+def align_ping_timeout(
+    sio: socketio.AsyncServer, timeout: float, monitor: HeartbeatMonitor
+) -> None:
+    """Raise engine.io's ``ping_timeout`` to :func:`ping_timeout_floor` if it is shorter.
+
+    A longer one is kept. Logged as ``heartbeat_monitor.socketio.ping_timeout_raised``.
+    """
+    eio = sio.eio
+    floor = ping_timeout_floor(timeout, monitor)
+    current = float(eio.ping_timeout)
+    if current >= floor:
+        return
+    eio.ping_timeout = floor
+    _logger.info(
+        "heartbeat_monitor.socketio.ping_timeout_raised",
+        ping_timeout=current,
+        raised_to=floor,
+        heartbeat_timeout=timeout,
+        max_stretch=monitor.overload.max_stretch,
     )

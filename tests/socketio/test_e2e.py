@@ -89,9 +89,13 @@ async def test_abrupt_transport_loss_gives_one_cleanup_and_one_notification(
 
 
 async def test_engineio_ping_timeout_gives_one_cleanup(start_server: StartServer) -> None:
-    # The app heartbeat is slow (3 s); engine.io pings every 1 s and waits 1 s for the pong.
+    # The app heartbeat is slow (3 s); engine.io pings every 1 s and waits 1 s for the pong
+    # (engineio="ignore": the adapter would otherwise raise ping_timeout to 3 s + stretch).
     live = await start_server(
-        interval=0.5, misses=6, sio_options={"ping_interval": 1, "ping_timeout": 1}
+        interval=0.5,
+        misses=6,
+        engineio="ignore",
+        sio_options={"ping_interval": 1, "ping_timeout": 1},
     )
     a = await live.client()
     raw = await RawClient.open(live.url)

@@ -1,0 +1,267 @@
+"""Overload: the server's own lag, the stretch it grants, and when it sheds new connections.
+
+Theory of operation
+===================
+
+A liveness monitor tells dead peers from live ones. When the server itself is
+the slow party, a live peer's beats wait in its backlog (socket buffers, the
+event loop's ready queue) and look like silence. The monitor must know that and
+act on it, as Lifeguard's local-health multiplier stretches suspicion when the
+local node is unhealthy, and Cassandra's pause guard refuses to convict after
+its own pause. :class:`OverloadGuard` does three things, all from one measure:
+
+**Lag.** How late the event loop runs work that is due: the driver measures how
+late it wakes (``HeartbeatMonitor.loop_lag``), and a probe task sleeps
+``probe_interval`` seconds and measures how late it wakes. Both feed
+:meth:`OverloadGuard.observe`. In a single-threaded asyncio server a beat read
+from a socket waits for the same ready queue, so the lag is also how long a
+beat waits before it is recorded (a beat handled in its own task, as with
+python-socketio's default ``async_handlers``, waits a few passes of it: the
+heartbeat interval's margin below the timeout covers the difference).
+
+**Stretch** (local health). At each check, deadlines are moved later by
+``stretch = min(lag_factor * recent_lag, max_stretch)``, where ``recent_lag`` is
+the highest lag measured within the last ``window`` seconds. A live peer whose
+beats merely waited in the backlog is not expired: its beat was at most the lag
+late. A peer that really stopped is still expired, later by at most the stretch,
+so by at most ``lag_factor`` times the lag measured (``lag_factor`` is 1 by
+default) and never by more than ``max_stretch`` (default: the timeout).
+
+**Shedding.** Once every lag measured for ``shed_after`` seconds exceeded
+``shed_lag``, new connections are refused at once with ``"server overloaded"``
+(:meth:`refusal`), so that the peers already served stay served. One late wake
+is a stall, not overload (a burst of handshakes, a long garbage collection):
+the stretch covers it, and nobody is refused for it. Shedding stops once every
+lag measured for ``recover_after`` seconds stayed below ``recover_lag``. Each start and end is
+logged (``heartbeat_monitor.overload_started`` / ``overload_ended``), and while
+the lag stays above ``recover_lag`` a ``heartbeat_monitor.server_lagging`` line
+is logged at most every ``log_every`` seconds.
+
+Sans-I/O like the tracker: times are passed in (the monitor's clock), so tests
+inject lag on a :class:`~heartbeat_monitor.ManualClock`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Final, final
+
+import structlog
+
+from ._errors import ConfigurationError
+from ._validate import optional_seconds, positive
+
+__all__ = ("OVERLOADED", "OverloadGuard")
+
+#: What a refused client is told (a Socket.IO ``connect_error`` message, a close reason).
+OVERLOADED: Final = "server overloaded"
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+
+@final
+class OverloadGuard:
+    """The server's own lag, the stretch of deadlines it grants, and load shedding.
+
+    ``timeout`` is the monitor's (the defaults of ``max_stretch`` and ``window``).
+    ``shed_lag=None`` never sheds; ``lag_factor=0`` never stretches;
+    ``probe_interval=None`` runs no probe task (the driver's own wakes still
+    measure). Read :attr:`lag`, :attr:`max_lag`, :attr:`stretch`,
+    :attr:`shedding`, :attr:`refused` or :meth:`snapshot` for stats and metrics.
+    """
+
+    __slots__ = (
+        "_high_since",
+        "_last_log",
+        "_quiet_since",
+        "_recent",
+        "_refused_at_start",
+        "_shedding_since",
+        "lag",
+        "lag_factor",
+        "log_every",
+        "max_lag",
+        "max_stretch",
+        "probe_interval",
+        "recover_after",
+        "recover_lag",
+        "refused",
+        "samples",
+        "shed_after",
+        "shed_lag",
+        "stretch",
+        "window",
+    )
+
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        shed_lag: float | None = 0.5,
+        shed_after: float = 0.5,
+        recover_lag: float | None = None,
+        recover_after: float = 1.0,
+        lag_factor: float = 1.0,
+        max_stretch: float | None = None,
+        window: float | None = None,
+        probe_interval: float | None = 0.1,
+        log_every: float = 5.0,
+    ) -> None:
+        timeout = positive("timeout", timeout)
+        #: Lag (seconds) past which new connections are refused (``None``: never).
+        self.shed_lag = optional_seconds("shed_lag", shed_lag)
+        #: ... once every lag measured for this long exceeded ``shed_lag``.
+        self.shed_after = positive("shed_after", shed_after)
+        if recover_lag is None:
+            recover_lag = None if self.shed_lag is None else self.shed_lag / 2
+        #: Shedding stops once the lag stayed below this for ``recover_after`` seconds.
+        self.recover_lag = optional_seconds("recover_lag", recover_lag)
+        if self.shed_lag is not None and (self.recover_lag or 0.0) > self.shed_lag:
+            raise ConfigurationError(
+                f"recover_lag ({recover_lag!r} s) must not exceed shed_lag ({shed_lag!r} s)"
+            )
+        self.recover_after = positive("recover_after", recover_after)
+        if isinstance(lag_factor, bool) or not isinstance(lag_factor, int | float):
+            raise ConfigurationError(f"lag_factor must be a number, not {lag_factor!r}")
+        if not (math.isfinite(lag_factor) and lag_factor >= 0):
+            raise ConfigurationError(f"lag_factor must be a finite number >= 0, not {lag_factor!r}")
+        #: Deadlines stretch by this many times the recent lag (the local-health factor).
+        self.lag_factor = float(lag_factor)
+        #: The most a deadline is ever stretched, in seconds.
+        self.max_stretch = positive("max_stretch", timeout if max_stretch is None else max_stretch)
+        #: The stretch uses the highest lag measured within this many seconds.
+        self.window = positive("window", timeout if window is None else window)
+        #: Seconds between two probes of the event loop (``None``: no probe task).
+        self.probe_interval = optional_seconds("probe_interval", probe_interval)
+        self.log_every = positive("log_every", log_every)
+        #: The latest lag measured, and the highest ever (seconds).
+        self.lag = 0.0
+        self.max_lag = 0.0
+        #: How many lags were measured.
+        self.samples = 0
+        #: The stretch of deadlines as last computed (seconds).
+        self.stretch = 0.0
+        #: Connections refused because the server was overloaded, so far.
+        self.refused = 0
+        #: (time, lag) samples of the last window, lags decreasing: the window's max first.
+        self._recent: deque[tuple[float, float]] = deque()
+        self._shedding_since: float | None = None
+        self._high_since: float | None = None
+        self._quiet_since: float | None = None
+        self._refused_at_start = 0
+        self._last_log = -math.inf
+
+    # -- measuring -------------------------------------------------------------------------
+
+    def observe(self, lag: float, now: float) -> None:
+        """One measure of the event loop's lag (seconds), taken at clock time ``now``."""
+        lag = max(float(lag), 0.0)
+        self.lag = lag
+        self.samples += 1
+        if lag > self.max_lag:
+            self.max_lag = lag
+        recent = self._recent
+        while recent and recent[-1][1] <= lag:
+            recent.pop()
+        recent.append((now, lag))
+        self._shed(lag, now)
+        lagging = self.recover_lag is not None and lag > self.recover_lag
+        if lagging and now - self._last_log >= self.log_every:
+            self._last_log = now
+            _logger.warning(
+                "heartbeat_monitor.server_lagging",
+                lag=round(lag, 6),
+                recent_lag=round(self.recent_lag(now), 6),
+                max_lag=round(self.max_lag, 6),
+                stretch=round(min(self.lag_factor * self.recent_lag(now), self.max_stretch), 6),
+                shedding=self.shedding,
+                refused=self.refused,
+            )
+
+    def recent_lag(self, now: float) -> float:
+        """The highest lag measured within the last ``window`` seconds before ``now``."""
+        recent = self._recent
+        horizon = now - self.window
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+        return recent[0][1] if recent else 0.0
+
+    def stretch_at(self, now: float) -> float:
+        """How much later than its deadline a peer may be expired now (and remember it)."""
+        stretch = min(self.lag_factor * self.recent_lag(now), self.max_stretch)
+        self.stretch = stretch
+        return stretch
+
+    # -- shedding --------------------------------------------------------------------------
+
+    @property
+    def shedding(self) -> bool:
+        """Whether new connections are being refused now."""
+        return self._shedding_since is not None
+
+    def refusal(self) -> str | None:
+        """``None`` to admit a new connection; else the refusal reason (and it is counted).
+
+        The reason starts with its kind, ``overloaded:``, as refusal reasons do;
+        the client is told :data:`OVERLOADED`.
+        """
+        if self._shedding_since is None:
+            return None
+        self.refused += 1
+        lag, limit = self.lag, self.shed_lag
+        return f"overloaded: {OVERLOADED}, event-loop lag {lag:.3f} s (sheds past {limit} s)"
+
+    def _shed(self, lag: float, now: float) -> None:
+        shed_lag = self.shed_lag
+        if shed_lag is None:
+            return
+        if self._shedding_since is None:
+            if lag <= shed_lag:
+                self._high_since = None
+                return
+            if self._high_since is None:
+                self._high_since = now
+            if now - self._high_since >= self.shed_after:
+                self._shedding_since = now
+                self._high_since = None
+                self._quiet_since = None
+                self._refused_at_start = self.refused
+                _logger.warning(
+                    "heartbeat_monitor.overload_started", lag=round(lag, 6), shed_lag=shed_lag
+                )
+            return
+        assert self.recover_lag is not None
+        if lag >= self.recover_lag:
+            self._quiet_since = None
+            return
+        if self._quiet_since is None:
+            self._quiet_since = now
+        if now - self._quiet_since >= self.recover_after:
+            _logger.warning(
+                "heartbeat_monitor.overload_ended",
+                lag=round(lag, 6),
+                lasted=round(now - self._shedding_since, 6),
+                refused=self.refused - self._refused_at_start,
+            )
+            self._shedding_since = None
+            self._quiet_since = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, float | int | bool]:
+        """Plain values for stats pages and metrics."""
+        return {
+            "lag": self.lag,
+            "max_lag": self.max_lag,
+            "stretch": self.stretch,
+            "shedding": self.shedding,
+            "refused": self.refused,
+            "samples": self.samples,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<OverloadGuard lag={self.lag:.3f} max_lag={self.max_lag:.3f} "
+            f"stretch={self.stretch:.3f} shedding={self.shedding} refused={self.refused}>"
+        )

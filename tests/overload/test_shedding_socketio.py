@@ -1,0 +1,78 @@
+"""Socket.IO sheds with a ``connect_error`` ``"server overloaded"``: real server, real clients.
+
+The lag is injected (``monitor.overload.observe``) on the adapter's ManualClock.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import socketio
+
+from heartbeat_monitor import OVERLOADED, ManualClock
+from tests.conftest import require_tool
+from tests.socketio.conftest import StartServer
+
+from .test_shedding import overload, recover
+
+pytestmark = pytest.mark.anyio
+
+JS = Path(__file__).parents[1] / "js"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_socketio_refuses_with_connect_error_before_the_app_handler(
+    start_server: StartServer,
+) -> None:
+    clock = ManualClock()
+    handled: list[str] = []
+
+    def setup(sio: socketio.AsyncServer) -> None:
+        @sio.on("connect")  # type: ignore[untyped-decorator]
+        async def connect(sid: str, environ: Any, auth: Any = None) -> None:
+            handled.append(sid)
+
+    live = await start_server(interval=1, misses=5, clock=clock, setup=setup)
+    monitor = live.adapter.monitor
+    served = await live.client(beat=False)
+    overload(monitor, clock, 1.0)  # the default shed_lag is 0.5 s
+    told: list[Any] = []
+    late = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+    late.on("connect_error", told.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await late.connect(live.url, transports=["websocket"], wait_timeout=5)
+    assert told == [{"message": OVERLOADED}]
+    assert live.adapter.hub.refused["overloaded"] == 1
+    assert len(handled) == 1  # the application's connect handler never saw the refused one
+    assert served.sio.connected
+    assert len(live.adapter.hub) == 1
+    recover(monitor, clock)
+    await live.client(beat=False)  # admitted again
+    assert len(live.adapter.hub) == 2
+    assert live.gone.items == []
+
+
+async def test_the_official_js_client_gets_connect_error_server_overloaded(
+    start_server: StartServer,
+) -> None:
+    node = shutil.which("node")
+    require_tool("node", node is not None and (JS / "node_modules").is_dir())
+    assert node is not None
+    clock = ManualClock()
+    live = await start_server(interval=1, misses=2, clock=clock)
+    overload(live.adapter.monitor, clock, 1.0)
+    result = await anyio.run_process(
+        [node, str(JS / "client.mjs"), live.url, "websocket", "beat", "1"], check=False
+    )
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert lines == [{"type": "connect_error", "message": f"Error: {OVERLOADED}"}]
+    assert live.adapter.hub.refused["overloaded"] == 1
