@@ -17,7 +17,7 @@ import pytest
 
 from heartbeat_monitor import Reason
 
-from .conftest import HIDDEN_TIMEOUT, INTERVAL, TIMEOUT, browser_world, until
+from .conftest import HIDDEN_TIMEOUT, TIMEOUT, browser_world, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -75,7 +75,7 @@ async def test_a_hidden_page_is_throttled_for_real_and_only_the_module_survives_
         await until(lambda: world.episode(module_sid) not in world.adapter.visibility.held)
         sent = await module.evaluate("record.sent")
         assert [name for name, _, _ in sent[-2:]] == ["visibility", "heartbeat"]
-        print(f"hidden page: reports every {hidden_gaps} s (interval {INTERVAL} s)")
+        print(f"hidden: module reports every {hidden_gaps} s; plain client {gone.detail}")
 
 
 async def test_hidden_and_frozen_shorter_than_hidden_timeout_no_leave_longer_one_leave():
@@ -119,6 +119,7 @@ async def test_hidden_page_whose_main_thread_stops_leaves_once_on_the_hidden_tim
         [gone] = await world.gone.wait(1, within=HIDDEN_TIMEOUT + 5)
         assert (gone.peer, gone.reason) == (sid, Reason.HIDDEN_TIMEOUT)
         assert float(gone.detail.split()[2]) > HIDDEN_TIMEOUT
+        print(f"hidden, stopped: expired after {gone.detail}")
         await until(lambda: world.told_of(sid))
         await page.start()
         assert await until(lambda: page.evaluate("record.disconnect")) == "io server disconnect"
