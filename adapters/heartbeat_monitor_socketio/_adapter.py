@@ -52,7 +52,7 @@ from heartbeat_monitor import (
 from . import _internals
 from ._connection import Outbox, SidConnection, SocketIOAudience, SocketIOStats
 from ._engineio import align_ping_timeout, check_engineio
-from ._frames import FrameGuard, json_type
+from ._frames import FrameGuard, heartbeat_packets, json_type
 from ._options import AdapterOptions
 from ._visibility import Visibility
 
@@ -167,7 +167,7 @@ class SocketIOAdapter:
             outbox,
             namespace=opts.namespace,
             max_message_size=opts.max_message_size,
-            fast_packets=_heartbeat_packets(opts.event, opts.namespace),
+            fast_packets=heartbeat_packets(opts.event, opts.namespace),
             fast_beat=self._fast_beat,
         )
         _internals.wrap_rooms(sio, opts.namespace, entered=self._entered, left=self._left)
@@ -441,15 +441,6 @@ class SocketIOAdapter:
             f"<SocketIOAdapter namespace={self.options.namespace!r} "
             f"event={self.options.event!r} peers={len(self.hub)} timeout={self.timeout!r}>"
         )
-
-
-def _heartbeat_packets(event: str, namespace: str) -> frozenset[str]:
-    """The Socket.IO EVENT packets that are exactly ``emit(event)`` in ``namespace``."""
-    import json
-
-    body = json.dumps([event], separators=(",", ":"))
-    prefix = "2" if namespace == "/" else f"2{namespace},"
-    return frozenset({prefix + body, prefix + json.dumps([event])})
 
 
 async def _acked() -> None:

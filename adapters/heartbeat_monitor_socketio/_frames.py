@@ -36,7 +36,7 @@ from . import _internals
 from ._connection import Outbox
 from ._limits import limit_attachments
 
-__all__ = ("FrameGuard", "diagnose", "json_type", "opening", "request_sid")
+__all__ = ("FrameGuard", "diagnose", "heartbeat_packets", "json_type", "opening", "request_sid")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -200,3 +200,12 @@ class FrameGuard:
                 return None  # refused and logged: no traceback per bad client
 
         return on_request
+
+
+def heartbeat_packets(event: str, namespace: str) -> frozenset[str]:
+    """The Socket.IO EVENT packets that are exactly ``emit(event)`` in ``namespace``."""
+    import json
+
+    body = json.dumps([event], separators=(",", ":"))
+    prefix = "2" if namespace == "/" else f"2{namespace},"
+    return frozenset({prefix + body, prefix + json.dumps([event])})
