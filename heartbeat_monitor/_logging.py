@@ -8,11 +8,24 @@ from typing import Literal, TextIO
 
 import structlog
 
+from ._episode import Episode
+
 __all__ = ("LEVELS", "LogFormat", "configure_cli_logging")
 
 LogFormat = Literal["auto", "console", "json"]
 #: The levels ``--log-level`` accepts, least severe first.
 LEVELS = ("debug", "info", "warning", "error")
+
+
+def _peer_names(
+    _logger: object, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The hub keys the monitor by episode: show the peer's own id (and the episode number)."""
+    peer = event.get("peer")
+    if isinstance(peer, Episode):
+        event["peer"] = peer.peer
+        event.setdefault("episode", peer.number)
+    return event
 
 
 def configure_cli_logging(
@@ -30,6 +43,7 @@ def configure_cli_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _peer_names,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

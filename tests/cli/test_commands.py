@@ -37,6 +37,8 @@ def test_demo_speaks_client_names_and_ends_with_a_summary():
     told = [e for e in events if e["event"] == "heartbeat_monitor.demo.told"]
     assert {e["peer"] for e in gone} <= names  # peers are named, not sids ...
     assert {e["peer"] for e in told} <= names
+    expired = [e for e in events if e["event"] == "heartbeat_monitor.peer_expired"]
+    assert {e["peer"] for e in expired} == {"client-3", "client-4"}
     connecting = {
         "heartbeat_monitor.demo.client_started",
         "heartbeat_monitor.socketio.peer_connected",
