@@ -73,6 +73,20 @@ def test_help_has_a_description_and_examples_and_no_markup(command):
         assert markup not in text
 
 
+def test_python_dash_m_is_the_same_command():
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "heartbeat_monitor", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "usage: heartbeat-monitor" in result.stdout
+
+
 def test_top_level_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
