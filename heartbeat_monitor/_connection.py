@@ -62,7 +62,14 @@ class QueuedConnection(abc.ABC):
     Subclasses implement ``_write`` (a batch of encoded messages) and ``_end`` (the
     transport's close with a reason). At most ``max_queue`` messages wait; more
     are dropped (a peer that does not read must not grow the server's memory).
-    ``_end`` is given ``close_timeout`` seconds before :meth:`run` returns anyway.
+
+    Closing never waits on the peer for long: a write still in progress when
+    :meth:`close` is called gets ``close_timeout`` seconds more, then it is
+    abandoned and ``_end`` runs at once with no time to be polite (the peer does
+    not read: telling it the reason would block too) with :attr:`abandoned` set,
+    which resets the connection.
+    Otherwise ``_end`` is given ``close_timeout`` seconds before :meth:`run`
+    returns anyway.
     """
 
     transport: ClassVar[str] = "stream"
@@ -73,7 +80,12 @@ class QueuedConnection(abc.ABC):
         self._close_timeout = close_timeout
         self._closing: str | None = None
         self._wake = anyio.Event()
+        #: The write in progress, if any (close() gives it a deadline).
+        self._writing: anyio.CancelScope | None = None
         self.dropped = 0
+        #: Set before ``_end`` when a write was given up at close: the peer does not read,
+        #: so ``_end`` should reset the connection (dropping what it did not take).
+        self.abandoned = False
 
     def send(self, message: Mapping[str, object]) -> None:
         if self._closing is not None:
@@ -92,6 +104,9 @@ class QueuedConnection(abc.ABC):
         if self._closing is None:
             self._closing = reason
             self._wake.set()
+            writing = self._writing
+            if writing is not None:  # maybe blocked on a peer that does not read
+                writing.deadline = min(writing.deadline, anyio.current_time() + self._close_timeout)
 
     async def run(self, *, then_cancel: anyio.CancelScope | None = None) -> None:
         """Write queued messages until closed; then close the transport with the reason.
@@ -99,12 +114,19 @@ class QueuedConnection(abc.ABC):
         ``then_cancel``: a scope to cancel afterwards (the connection's reader).
         """
         queue = self._queue
+        polite = self._close_timeout
         try:
             while True:
                 if queue:
                     batch = list(queue)
                     queue.clear()
-                    await self._write(batch)
+                    with anyio.CancelScope() as self._writing:
+                        await self._write(batch)
+                    if self._writing.cancelled_caught:  # closing, and the peer does not read
+                        self.abandoned = True
+                        polite = 0
+                        break
+                    self._writing = None
                     continue
                 if self._closing is not None:
                     break
@@ -112,7 +134,8 @@ class QueuedConnection(abc.ABC):
                 self._wake = anyio.Event()
         except Exception as exc:  # the peer went away while we wrote: the reader reports it
             _logger.debug(f"heartbeat_monitor.{self.transport}.write_failed", error=repr(exc))
-        with anyio.move_on_after(self._close_timeout, shield=True):
+        self._writing = None
+        with anyio.move_on_after(polite, shield=True):
             try:
                 await self._end(self._closing or "server closed")
             except Exception as exc:  # already closed by the peer: nothing left to end

@@ -12,6 +12,10 @@ the open connections are untouched and the new ones wait in the listen backlog
 is closed after ``hello_timeout`` (5 s), which is what frees descriptors held by
 idle connections.
 
+A peer that never reads: notices beyond 1,024 queued are dropped; once its
+episode ends, a write blocked on it is given ``close_timeout`` (1 s) and then
+the connection is reset (no FIN queued behind data it will never take).
+
 Half-open connections: a peer whose host vanished never sends FIN, so the
 reader would wait forever; the heartbeat timeout ends that episode and the
 server closes the socket (this is what heartbeats are for). A peer that
@@ -20,6 +24,8 @@ half-closes (shuts down its write side) has said goodbye: ``client disconnect``.
 
 from __future__ import annotations
 
+import socket
+import struct
 from functools import partial
 from typing import ClassVar, final
 
@@ -57,12 +63,28 @@ class _TcpConnection(QueuedConnection):
         await self._stream.send("".join(f"{data}\n" for data in batch).encode())
 
     async def _end(self, reason: str) -> None:
+        if self.abandoned:  # the peer does not read: reset, dropping what it never took
+            _reset(self._stream.extra(SocketAttribute.raw_socket))
+            await self._stream.aclose()
+            return
         try:
             await self._stream.send(
                 encode_message({"type": "closed", "reason": reason}).encode() + b"\n"
             )
         finally:
             await self._stream.aclose()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Make closing ``sock`` send a reset at once (SO_LINGER 0), not a FIN behind unsent data.
+
+    A FIN queued behind data the peer never reads is never delivered: the kernel
+    would keep the connection (and its send buffer) for minutes.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:  # already gone
+        pass
 
 
 @final

@@ -24,6 +24,9 @@ most every 10 s instead of a traceback per failed accept.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from functools import partial
 from typing import Any, ClassVar, final
 
@@ -82,6 +85,14 @@ class _WsConnection(QueuedConnection):
             await self._websocket.send(data)
 
     async def _end(self, reason: str) -> None:
+        if self.abandoned:  # the peer does not read: reset, dropping what it never took
+            transport = self._websocket.transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+            return
         await self._websocket.close(_close_code(reason), _close_frame_reason(reason))
 
 
