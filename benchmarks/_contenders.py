@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,7 +71,7 @@ class Contender(Protocol):
 
     def track(self, key: Hashable) -> None: ...
     def untrack(self, key: Hashable) -> None: ...
-    def beat_many(self, keys: Sequence[Hashable]) -> None: ...
+    def beat_many(self, keys: Iterable[Hashable]) -> None: ...
     def due(self, now: float) -> bool: ...
     def maintain(self) -> Maintained: ...
     def close(self) -> None: ...
@@ -93,7 +93,7 @@ class DictFloor:
     def untrack(self, key: Hashable) -> None:
         self.last.pop(key, None)
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         last = self.last
         now = self._now
         for key in keys:
@@ -131,7 +131,7 @@ class FullScan:
         """The article's heartbeat handler: one dict write."""
         self.last[key] = self._now()
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         beat = self.beat
         for key in keys:
             beat(key)
@@ -193,7 +193,7 @@ class AsyncioTimers:
         if handle is not None:
             handle.cancel()
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         handles = self.handles
         call_later = self.loop.call_later
         timeout = self.timeout
@@ -247,7 +247,7 @@ class HeapDeadlines:
         self.deadline[key] = deadline
         heapq.heappush(self.heap, (deadline, key))
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         beat = self.beat
         for key in keys:
             beat(key)
@@ -298,7 +298,7 @@ class TrackerContender:
     def untrack(self, key: Hashable) -> None:
         self.tracker.untrack(key)
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         beat = self.tracker.beat
         for key in keys:
             beat(key)
@@ -367,7 +367,7 @@ class MonitorContender:
     def untrack(self, key: Hashable) -> None:
         self.monitor.untrack(key)
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         beat = self.monitor.beat
         for key in keys:
             beat(key)

@@ -20,7 +20,7 @@ import random
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from heartbeat_monitor import HeartbeatMonitor
 
@@ -48,7 +48,7 @@ class _MonitorBeat(TrackerContender):
     def track(self, key: Hashable) -> None:
         self.monitor.track(key)
 
-    def beat_many(self, keys: Sequence[Hashable]) -> None:
+    def beat_many(self, keys: Iterable[Hashable]) -> None:
         beat = self.monitor.beat
         for key in keys:
             beat(key)

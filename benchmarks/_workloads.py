@@ -275,8 +275,11 @@ def _run_steps(
     silent: set[Hashable],
     progress: Callable[[int], object] | None,
 ) -> None:
-    gone: set[Hashable] = set()
-    bins = schedule.bins
+    # Beat phase bins as dicts (key -> None): a str -> None dict is invisible to the garbage
+    # collector, and a peer that stops is deleted in place, so the harness never hands the
+    # collector a young million-key container whose traversal a contender would pay for.
+    bins: list[dict[Hashable, None]] = [dict.fromkeys(keys) for keys in schedule.bins]
+    phase_of = {key: phase for phase, keys in enumerate(bins) for key in keys}
     order = list(range(len(contenders)))
     perf = time.thread_time_ns
     window_start = schedule.window_start
@@ -284,22 +287,20 @@ def _run_steps(
         now = clock.advance(STEP)
         for key in schedule.silences.get(step, ()):
             silent.add(key)
-            gone.add(key)
+            bins[phase_of.get(key, 0)].pop(key, None)
         for key in schedule.leaves.get(step, ()):
             left.add(key)
-            gone.add(key)
+            bins[phase_of.get(key, 0)].pop(key, None)
             for contender in contenders:
                 contender.untrack(key)
         phase = step % len(bins)
         beating = bins[phase]
-        if gone:
-            beating = bins[phase] = [key for key in beating if key not in gone]
-        for key in beating:
-            truth[key] = now
         joining = schedule.joins.get(step, ())
         for key in joining:
+            beating[key] = None
+            phase_of[key] = phase
+        for key in beating:
             truth[key] = now
-        bins[phase].extend(joining)
         order.append(order.pop(0))
         in_window = step >= window_start
         for i in order:

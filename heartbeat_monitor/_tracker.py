@@ -1,4 +1,4 @@
-"""The sans-I/O liveness tracker and its lazy timing wheel.
+"""The sans-I/O liveness tracker: sweep + watch.
 
 It returns events and does nothing else: no callbacks, no logging, no I/O, no
 sleeping. The driver (:class:`~heartbeat_monitor.HeartbeatMonitor`) dispatches.
@@ -7,70 +7,59 @@ Theory of operation
 ===================
 
 Heartbeats are frequent and expiries are rare: almost every deadline is pushed
-back by a beat long before it comes due. So the design is *lazy*:
+back by a beat long before it comes due. So the design is lazy, in two tiers.
 
-* ``beat(key)`` writes one float into ``_last`` (``key -> time of last beat``)
-  and touches nothing else: no heap, no timer object, no allocation beyond the
-  float the clock returns.
-* The wheel holds each peer in the *bucket* of the deadline the peer had when it
-  was last placed. A bucket covers one ``resolution`` of time and is keyed by
-  its absolute tick number ``t``; it comes due at ``t * resolution``, which is
-  strictly after every deadline placed in it and at most one resolution after.
-* When a bucket comes due, each of its peers is checked against its *latest*
-  beat: a peer still silent past its deadline expires; any other is re-placed in
-  the bucket of its new deadline. A live peer is thus re-examined about once per
-  timeout, whatever the beat rate and whatever the resolution.
+**The table and the sweep** (``_sweep.py``). Every tracked peer has one entry
+``key -> time of its last beat`` in a plain dict; a beat writes one float there
+and nothing else (no heap, no timer, nothing the garbage collector sees). Every
+``span - reach`` seconds a chunked pass at C level over the dict lists the
+peers silent for more than ``reach`` (``span``: the default timeout, or the
+suspect time). ``reach`` is tuned per sweep from a sample of silences to just
+above how long healthy peers go between beats: nobody healthy is listed, and
+sweeps are as far apart as they can be.
 
-Buckets live in a dict keyed by absolute tick, and the ticks that have a bucket
-sit in a small heap (one entry per distinct tick, not per peer). There is no
-wheel "turn", so a timeout of a day costs what a timeout of a second costs: no
-rounds, no hierarchy, O(1) placement. ``next_deadline()`` is ``heap[0]``.
+**The watch** (``_wheel.py``, a lazy timing wheel). Only listed peers, and
+peers with a timeout or beat history (phi) of their own, or suspects, are
+*watched*: each sits in the bucket of the deadline it had when placed, which
+comes due strictly after it and at most one ``resolution`` later. When a bucket
+comes due each peer in it is checked against its latest beat: silent past its
+deadline it expires; otherwise it leaves the watch if the sweeps cover it
+(its check deadline is at or after ``cover``), or is placed again.
 
 Invariants
 ----------
 
-1. ``_last``, ``_bucket_of`` have the same keys: the tracked peers.
-2. A tracked peer's current bucket ``_bucket_of[key]`` contains ``key`` and
-   comes due strictly after the deadline the peer had when placed there, and no
-   later than one resolution after it. Deadlines only move later between
-   placements (beats push them back), except when ``track`` gives a shorter
-   timeout, and then ``track`` places the peer again.
-3. A bucket may also hold *stale* entries: keys untracked, expired, or placed
-   elsewhere since. A stale entry is recognised by ``_bucket_of.get(key) is not
-   bucket`` and skipped; it costs one pointer until its bucket comes due.
-4. Hence: never early (expiry needs ``now > last + timeout`` at the check),
-   exactly once (expiry removes the key from ``_last`` and ``_bucket_of``), and
-   at most one resolution late once polled (by 2, the bucket is due by then).
+1. Every tracked peer is in the table; a watched one also in ``watch``, and its
+   bucket comes due within one resolution after its deadline when placed
+   (deadlines only move later; ``track`` or a beat that moves one earlier
+   places the peer again). Stale bucket entries are told by ``watch``.
+2. An unwatched peer has the default fixed timeout, is no suspect, and its
+   check deadline is at or after the next sweep's start plus its ``margin``:
+   a sweep that does not list a peer leaves it so, and a new peer is so. A
+   sweep done within its margin thus lists every peer before its deadline.
+3. Hence: never early (expiry needs ``now > last + timeout`` at the check),
+   exactly once (expiry removes the peer from the table and the watch), no
+   resurrection (a beat only writes keys in the table), at most one resolution
+   late once polled, while each sweep keeps within its margin.
 
-``poll(limit=n)`` processes at most ``n`` entries and resumes where it stopped,
-so a driver can spread a million simultaneous expiries over many short steps.
+``poll(limit=n)`` examines at most ``n`` entries (sweep and wheel alike) and
+resumes where it stopped, so a driver can spread a million expiries, or a sweep
+of a million peers, over many short steps.
 
-Beyond the fixed timeout
-------------------------
-
-* **Policies** (``_policy.py``) give each peer's timeout in closed form. A
-  stateful one (phi accrual) keeps a per-peer history that the beat updates;
-  its timeout may shrink after a beat, so such a beat re-places the peer when
-  its deadline moved before its bucket (invariant 2 holds).
-* **Suspect stage** (``suspect=f``): a peer is first placed at
-  ``last + f * timeout``; silent past that it becomes a suspect (an event) and
-  is placed at its deadline; a beat from a suspect is a recovery (an event),
-  and the peer goes back to its suspect deadline.
-* **Storm brake and grace** (``_storm.py``): while the brake holds, a peer
-  silent past its deadline is re-checked every quarter timeout instead of
-  expired; during a grace window nobody is suspected or expired. The brake
-  needs the suspect stage, which it turns on (``f = 0.5``) if not set:
-  suspicion comes before expiry, so the storm is seen before anyone is expired
-  by it.
-
-With these, the beat takes a slower path (``_beat_full``); without them it is
-the one-line dictionary write (``_beat_fast``). ``beat`` is bound once, at
-construction, to one of the two.
+Beyond the fixed timeout: **policies** (``_policy.py``) give each peer's
+timeout in closed form; a stateful one (phi) has a per-peer history that the
+beat updates, and a beat that shortens its timeout places the peer again. The
+**suspect stage** (``suspect=f``) checks a peer first at ``last + f * timeout``:
+silent past that, it is a suspect (an event) and is watched until its deadline;
+a beat from a suspect is a recovery (an event). The **storm brake and grace**
+(``_storm.py``) hold expiries: a held peer is re-checked every quarter timeout.
+The brake turns the suspect stage on (``f = 0.5``) if not set, so that the
+storm is seen before anyone is expired by it. With any of these, the beat takes
+the slower ``_beat_full``; without, it is the table's one-line dict write.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from collections.abc import Callable, Hashable
@@ -78,15 +67,12 @@ from typing import final
 
 from ._clock import Clock, MonotonicClock
 from ._errors import ConfigurationError
-from ._events import (
-    Event,
-    Expired,
-    Recovered,
-    Suspected,
-)
-from ._policy import History, Policy, as_policy
+from ._events import Event, Expired, Recovered, Suspected
+from ._policy import History, MissedBeats, Policy, as_policy
 from ._storm import StormBrake
+from ._sweep import BeatTable
 from ._validate import fraction, positive
+from ._wheel import Wheel
 
 __all__ = ("DEFAULT_RESOLUTION_FRACTION", "LivenessTracker")
 
@@ -95,6 +81,8 @@ DEFAULT_RESOLUTION_FRACTION = 0.1
 _MAX_DEFAULT_RESOLUTION = 1.0
 #: Suspect fraction the storm brake turns on when no suspect stage was asked for.
 _STORM_SUSPECT = 0.5
+#: Sweeps need a span of at least this many resolutions (else every peer is watched).
+_MIN_SPAN = 4
 
 
 def _is_stateful(policy: Policy) -> bool:
@@ -103,22 +91,12 @@ def _is_stateful(policy: Policy) -> bool:
 
 
 @final
-class _Bucket(list[Hashable]):
-    """The peers placed in one tick of the wheel (a list: appends are O(1))."""
-
-    __slots__ = ("tick",)
-
-    def __init__(self, tick: int) -> None:
-        super().__init__()
-        self.tick = tick
-
-
-@final
 class LivenessTracker:
     """Watches peers' heartbeats and declares the silent ones expired.
 
-    Sans-I/O: it never sleeps, never does I/O and reads time only from
-    ``clock``. Call :meth:`poll` when :meth:`next_deadline` says so (the
+    Sans-I/O: it never sleeps, never does I/O, runs no callbacks and logs
+    nothing; it reads time only from ``clock`` and returns events. Call
+    :meth:`poll_events` when :meth:`next_deadline` says so (the
     :class:`~heartbeat_monitor.HeartbeatMonitor` driver does exactly that).
 
     ``timeout`` is a number of seconds or a policy (:class:`FixedTimeout`,
@@ -135,22 +113,19 @@ class LivenessTracker:
     __slots__ = (
         "__weakref__",
         "_brake",
-        "_bucket_of",
-        "_buckets",
         "_clock",
-        "_current",
         "_events",
         "_histories",
-        "_last",
         "_now",
         "_policy",
         "_resolution",
         "_stateful",
         "_suspect",
         "_suspects",
-        "_ticks",
+        "_table",
         "_timeout",
         "_timeouts",
+        "_wheel",
         "beat",
         "stretch",
         "wakeup",
@@ -188,21 +163,24 @@ class LivenessTracker:
         if isinstance(self._clock, MonotonicClock):
             now = time.monotonic  # skip one Python frame per beat
         self._now: Callable[[], float] = now
-        #: key -> clock time of the last beat.
-        self._last: dict[Hashable, float] = {}
-        #: key -> the bucket the peer currently sits in.
-        self._bucket_of: dict[Hashable, _Bucket] = {}
+        #: Whether the default policy keeps a per-peer history (checked once: a runtime
+        #: Protocol isinstance costs ~20 us, far too much for every track()).
+        self._stateful = _is_stateful(self._policy)
+        span: float | None = self._timeout * (self._suspect or 1.0)
+        if self._stateful or self._timeout * (self._suspect or 1.0) < _MIN_SPAN * self._resolution:
+            span = None  # every peer watched: a sweep would list (nearly) all of them
+        interval = self._policy.interval if isinstance(self._policy, MissedBeats) else None
+        reach = 2 * interval if interval is not None else self._timeout / 2
+        #: The last beats of every tracked peer, and the sweep over them.
+        self._table = BeatTable(now, span=span, resolution=self._resolution, reach=reach)
+        #: The watched peers.
+        self._wheel = Wheel(self._resolution)
         #: key -> timeout, only for peers whose fixed timeout is not the default.
         self._timeouts: dict[Hashable, float] = {}
         #: key -> beat history, only for peers under a stateful policy.
         self._histories: dict[Hashable, History] = {}
         #: key -> when it was suspected, for peers in the suspect stage.
         self._suspects: dict[Hashable, float] = {}
-        #: tick -> bucket, and a heap of the ticks that have one.
-        self._buckets: dict[int, _Bucket] = {}
-        self._ticks: list[int] = []
-        #: The bucket that poll() is part-way through (with a limit), if any.
-        self._current: _Bucket | None = None
         #: Events raised outside poll() (recoveries), handed out by the next poll.
         self._events: list[Event] = []
         #: Called (with no argument) when a beat produced an event outside :meth:`poll`
@@ -212,11 +190,8 @@ class LivenessTracker:
         #: stretch, see ``_overload.py``): nobody is suspected or expired before its
         #: deadline plus this. Events still carry the true deadline and time.
         self.stretch = 0.0
-        #: Whether the default policy keeps a per-peer history (checked once: a runtime
-        #: Protocol isinstance costs ~20 us, far too much for every track()).
-        self._stateful = _is_stateful(self._policy)
         full = self._suspect is not None or self._stateful
-        self.beat = self._beat_full if full else self._beat_fast
+        self.beat = self._beat_full if full else self._table.beat
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -252,13 +227,14 @@ class LivenessTracker:
         else:
             policy = as_policy(timeout)
             stateful = _is_stateful(policy)
+        if stateful and not self._stateful:
+            raise ConfigurationError(
+                f"a per-peer {policy!r} needs a tracker whose default policy is stateful "
+                "too (its beats record the history the policy reads)"
+            )
         now = self._now()
+        pinned = True  # watched until it ends: a timeout or a history of its own
         if stateful:
-            if not self._stateful:
-                raise ConfigurationError(
-                    f"a per-peer {policy!r} needs a tracker whose default policy is stateful "
-                    "too (its beats record the history the policy reads)"
-                )
             history = policy.new_history()  # type: ignore[attr-defined]
             self._histories[key] = history
             self._timeouts.pop(key, None)
@@ -268,35 +244,31 @@ class LivenessTracker:
                 self._histories.pop(key, None)
             peer_timeout = self._timeout if timeout is None else policy.timeout
             if peer_timeout == self._timeout:
+                pinned = self._table.span is None
                 if self._timeouts:
                     self._timeouts.pop(key, None)
             else:
                 self._timeouts[key] = peer_timeout
-        self._last[key] = now
+        self._table.put(key, now)
         if self._suspects:
             self._recover(key, now)
-        check = now + (peer_timeout if self._suspect is None else peer_timeout * self._suspect)
-        tick = self._tick_after(check)
-        bucket = self._bucket_of.get(key)
-        # A peer already placed no later than its new check's bucket stays where it is:
-        # the lazy check re-places it when that bucket comes due.
-        if bucket is None or bucket.tick > tick:
-            self._place(key, tick)
-
-    def _beat_fast(self, key: Hashable) -> bool:
-        last = self._last
-        if key in last:
-            last[key] = self._now()
-            return True
-        return False
+        wheel = self._wheel
+        check = now + peer_timeout * (self._suspect or 1.0)
+        current = wheel.watch.get(key)
+        # A watched peer placed no later than its new check stays where it is (the lazy
+        # check re-places it); an unwatched default peer is covered by the sweeps.
+        if (current is None and pinned) or (
+            current is not None and current > wheel.tick_after(check)
+        ):
+            wheel.place(key, check)
 
     def _beat_full(self, key: Hashable) -> bool:
-        last = self._last
-        previous = last.get(key)
+        table = self._table
+        previous = table.get(key)
         if previous is None:
             return False
         now = self._now()
-        last[key] = now
+        table.put(key, now)
         history = self._histories.get(key) if self._histories else None
         if history is not None:
             history.record(now - previous)
@@ -310,10 +282,10 @@ class LivenessTracker:
         timeout = (
             history.timeout() if history is not None else self._timeouts.get(key, self._timeout)
         )
-        suspect = self._suspect
-        tick = self._tick_after(now + (timeout if suspect is None else timeout * suspect))
-        if tick < self._bucket_of[key].tick:
-            self._place(key, tick)
+        check = now + timeout * (self._suspect or 1.0)
+        wheel = self._wheel
+        if wheel.tick_after(check) < wheel.watch[key]:
+            wheel.place(key, check)
         return True
 
     def _recover(self, key: Hashable, now: float) -> bool:
@@ -325,27 +297,36 @@ class LivenessTracker:
 
     def untrack(self, key: Hashable) -> bool:
         """Stop watching ``key`` without expiring it; ``False`` if it was not tracked."""
-        if self._last.pop(key, None) is None:
+        if not self._table.drop(key):
             return False
-        del self._bucket_of[key]
-        self._timeouts.pop(key, None)
-        self._histories.pop(key, None)
-        self._suspects.pop(key, None)
+        self._forget(key)
         return True
 
+    def _forget(self, key: Hashable) -> None:
+        self._wheel.watch.pop(key, None)
+        if self._timeouts:
+            self._timeouts.pop(key, None)
+        if self._histories:
+            self._histories.pop(key, None)
+        if self._suspects:
+            self._suspects.pop(key, None)
+
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._table)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._last
+        return key in self._table
 
     def last_beat(self, key: Hashable) -> float:
         """Clock time of the peer's last beat; :class:`KeyError` if not tracked."""
-        return self._last[key]
+        last = self._table.get(key)
+        if last is None:
+            raise KeyError(key)
+        return last
 
     def timeout_of(self, key: Hashable) -> float:
         """The peer's current timeout; :class:`KeyError` if not tracked."""
-        if key not in self._last:
+        if key not in self._table:
             raise KeyError(key)
         history = self._histories.get(key)
         if history is not None:
@@ -354,11 +335,11 @@ class LivenessTracker:
 
     def deadline(self, key: Hashable) -> float:
         """The peer's current deadline; :class:`KeyError` if not tracked."""
-        return self._last[key] + self.timeout_of(key)
+        return self.last_beat(key) + self.timeout_of(key)
 
     def keys(self) -> list[Hashable]:
         """A snapshot of the tracked keys."""
-        return list(self._last)
+        return self._table.keys()
 
     def is_suspect(self, key: Hashable) -> bool:
         return key in self._suspects
@@ -367,6 +348,16 @@ class LivenessTracker:
     def suspects(self) -> int:
         """How many tracked peers are suspects now."""
         return len(self._suspects)
+
+    def is_watched(self, key: Hashable) -> bool:
+        """Whether ``key`` is in the per-peer wheel now (a sweep listed it, or it has a
+        timeout or history of its own, or is a suspect); healthy peers are not."""
+        return key in self._wheel.watch
+
+    @property
+    def watched(self) -> int:
+        """How many tracked peers are in the per-peer wheel now."""
+        return len(self._wheel.watch)
 
     @property
     def storm(self) -> bool:
@@ -390,18 +381,21 @@ class LivenessTracker:
         """
         if self._events:
             return -math.inf
-        if self._current is not None:
-            return self._current.tick * self._resolution + self.stretch
-        ticks = self._ticks
-        return ticks[0] * self._resolution + self.stretch if ticks else None
+        sweep, bucket = self._table.sweep_at, self._wheel.next_due()
+        if bucket is not None:
+            bucket += self.stretch  # a sweep only lists peers: it keeps its own time
+        if sweep is None or bucket is None:
+            return bucket if sweep is None else sweep
+        return min(sweep, bucket)
 
     def poll(self, *, limit: int | None = None, max_time: float | None = None) -> list[Expired]:
         """Expire every peer that is silent past its deadline, as of ``clock.now()``.
 
-        Returns the expiries (:meth:`poll_events` returns every event). With ``limit``,
-        examines at most that many wheel entries; with ``max_time``, stops after
-        about that many seconds of work (``time.perf_counter``, checked every 64
-        entries: a CPU budget, never a liveness clock). Either way the next call
+        Returns the expiries (:meth:`poll_events` returns every event). With
+        ``limit``, examines at most that many entries (of the sweep and the
+        wheel); with ``max_time``, stops after about that many seconds of work
+        (``time.perf_counter``, checked every 64 wheel entries and every sweep
+        chunk: a CPU budget, never a liveness clock). Either way the next call
         resumes where this one stopped, and ``next_deadline()`` says it is due.
         """
         events = self.poll_events(limit=limit, max_time=max_time)
@@ -416,8 +410,6 @@ class LivenessTracker:
         beats since the last poll), :class:`StormStarted` and :class:`StormEnded`.
         """
         now = self._clock.now()
-        due = now - self.stretch  # deadlines are compared with this: the stretch moves them later
-        resolution = self._resolution
         budget = math.inf if limit is None else limit
         if budget <= 0:
             raise ConfigurationError(f"poll(limit=...) must be > 0, not {limit!r}")
@@ -425,27 +417,63 @@ class LivenessTracker:
             raise ConfigurationError(f"poll(max_time=...) must be > 0, not {max_time!r}")
         perf_counter = time.perf_counter
         stop_at = math.inf if max_time is None else perf_counter() + max_time
-        examined = 0
         events, self._events = self._events, []
         brake = self._brake
         if brake.holding:
             self._release(now, events)
-        last_of = self._last
-        bucket_of = self._bucket_of
+        table = self._table
+        out_of_time = None if max_time is None else (lambda: perf_counter() > stop_at)
+        while table.sweep_at is not None and now >= table.sweep_at and budget > 0:
+            examined, listed, lasts = table.sweep(now, budget, out_of_time)
+            budget -= examined
+            self._watch_listed(listed, lasts)
+            if table.sweeping or (out_of_time is not None and out_of_time()):
+                break  # part-way: the next poll resumes it (next_deadline() says so)
+        if budget > 0:  # even out of time: it does 63 entries before it looks at the time
+            self._check(now, budget, stop_at, events)
+        if brake.holding:
+            self._release(now, events)
+        return events
+
+    # -- the watch ---------------------------------------------------------------------------
+
+    def _watch_listed(self, listed: list[Hashable], lasts: list[float]) -> None:
+        """Watch the peers a sweep listed, at their check deadline (default peers only)."""
+        watch = self._wheel.watch
+        place = self._wheel.place
+        span = self._table.span
+        assert span is not None or not listed
+        for key, last in zip(listed, lasts, strict=True):
+            if key not in watch:  # pinned peers and suspects are watched already
+                place(key, last + span)  # type: ignore[operator]
+
+    def _check(self, now: float, budget: float, stop_at: float, events: list[Event]) -> None:
+        """Check the watched peers whose bucket is due, at most ``budget`` of them."""
+        perf_counter = time.perf_counter
+        table = self._table
+        wheel = self._wheel
+        place = wheel.place
+        # Outside a sweep window the table is one dict (a window neither opens nor closes here).
+        last_of = table.base.__getitem__ if table.gone is None else table.get
+        watch = wheel.watch
         timeouts = self._timeouts
         histories = self._histories
         suspects = self._suspects
         suspect = self._suspect
+        brake = self._brake
         grace_until = brake.grace_until
         default_timeout = self._timeout
+        due = now - self.stretch  # deadlines are compared with this: the stretch moves them later
+        # A fresh default peer whose check deadline is at or after this leaves the watch.
+        cover = table.cover()
+        if cover is None:
+            cover = math.inf
+        examined = 0
         while budget > 0:
-            bucket = self._current
+            bucket = wheel.due(due)
             if bucket is None:
-                ticks = self._ticks
-                if not ticks or ticks[0] * resolution > due:
-                    break
-                bucket = self._buckets.pop(heapq.heappop(ticks))
-                self._current = bucket
+                break
+            tick = bucket.tick
             while bucket and budget > 0:
                 budget -= 1
                 examined += 1
@@ -453,21 +481,25 @@ class LivenessTracker:
                     budget = 0  # out of time: this entry and the rest wait for the next call
                     break
                 key = bucket.pop()
-                if bucket_of.get(key) is not bucket:
+                if watch.get(key) != tick:
                     continue  # stale: untracked, expired or placed elsewhere since
-                last = last_of[key]
+                last: float = last_of(key)  # type: ignore[assignment]
+                own = False
                 if histories and key in histories:
-                    timeout = histories[key].timeout()
-                elif timeouts:
-                    timeout = timeouts.get(key, default_timeout)
+                    timeout, own = histories[key].timeout(), True
+                elif timeouts and key in timeouts:
+                    timeout, own = timeouts[key], True
                 else:
                     timeout = default_timeout
                 deadline = last + timeout
                 if suspect is None or key in suspects:
                     if due <= deadline:
-                        self._place(key, self._tick_after(deadline))
+                        if own or key in suspects or deadline < cover:
+                            place(key, deadline)
+                        else:
+                            del watch[key]  # fresh: the sweeps cover it again
                     elif now <= grace_until:
-                        self._place(key, self._tick_after(grace_until))
+                        place(key, grace_until)
                     elif brake.holding:
                         self._hold(key, now)
                     else:
@@ -476,9 +508,12 @@ class LivenessTracker:
                 # Suspect stage on, peer not (yet) a suspect.
                 suspect_deadline = last + timeout * suspect
                 if due <= suspect_deadline:
-                    self._place(key, self._tick_after(suspect_deadline))
+                    if own or suspect_deadline < cover:
+                        place(key, suspect_deadline)
+                    else:
+                        del watch[key]
                 elif now <= grace_until:
-                    self._place(key, self._tick_after(grace_until))
+                    place(key, grace_until)
                 else:
                     suspects[key] = now
                     events.append(
@@ -486,63 +521,36 @@ class LivenessTracker:
                             key=key, last_beat=last, deadline=suspect_deadline, suspected_at=now
                         )
                     )
-                    started = brake.suspected(now, len(suspects), len(last_of))
+                    started = brake.suspected(now, len(suspects), len(table))
                     if started is not None:
                         events.append(started)
                     if due <= deadline:
-                        self._place(key, self._tick_after(deadline))
+                        place(key, deadline)
                     elif brake.holding:
                         self._hold(key, now)
                     else:
                         self._expire(key, last, deadline, now, events)
             if not bucket:
-                self._current = None
-        if brake.holding:
-            self._release(now, events)
-        return events
-
-    # -- wheel -----------------------------------------------------------------------------
+                wheel.current = None
 
     def _expire(
         self, key: Hashable, last: float, deadline: float, now: float, events: list[Event]
     ) -> None:
-        del self._last[key]
-        del self._bucket_of[key]
-        if self._timeouts:
-            self._timeouts.pop(key, None)
-        if self._histories:
-            self._histories.pop(key, None)
-        if self._suspects:
-            self._suspects.pop(key, None)
+        self._table.drop(key)
+        self._forget(key)
         events.append(Expired(key=key, last_beat=last, deadline=deadline, expired_at=now))
 
     def _hold(self, key: Hashable, now: float) -> None:
         """The storm brake holds this expiry; look again in a quarter timeout."""
-        self._place(key, self._tick_after(now + max(self._timeout / 4, self._resolution)))
+        self._wheel.place(key, now + max(self._timeout / 4, self._resolution))
 
     def _release(self, now: float, events: list[Event]) -> None:
-        ended = self._brake.release(now, len(self._suspects), len(self._last))
+        ended = self._brake.release(now, len(self._suspects), len(self._table))
         if ended is not None:
             events.append(ended)
 
-    def _tick_after(self, deadline: float) -> int:
-        """The first tick whose due time is strictly after ``deadline``."""
-        resolution = self._resolution
-        tick = math.floor(deadline / resolution) + 1
-        while tick * resolution <= deadline:  # float rounding; at most once in practice
-            tick += 1
-        return tick
-
-    def _place(self, key: Hashable, tick: int) -> None:
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            bucket = self._buckets[tick] = _Bucket(tick)
-            heapq.heappush(self._ticks, tick)
-        bucket.append(key)
-        self._bucket_of[key] = bucket
-
     def __repr__(self) -> str:
         return (
-            f"<LivenessTracker peers={len(self._last)} timeout={self._timeout!r} "
-            f"resolution={self._resolution!r} clock={self._clock!r}>"
+            f"<LivenessTracker peers={len(self._table)} watched={self.watched} "
+            f"timeout={self._timeout!r} resolution={self._resolution!r} clock={self._clock!r}>"
         )

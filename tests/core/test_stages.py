@@ -199,12 +199,13 @@ async def test_a_30s_stall_with_10000_beating_peers_makes_no_false_expiry():
             expired.clear()
             for key in silent:
                 monitor.track(key)
-            # The loop stalls for 30 s; the driver wakes 30 s late...
+            # The loop stalls for 30 s; the driver wakes long after its target (it never
+            # sleeps for more than a timeout ahead)...
             clock.advance(30.0)
             await monitor.wait_idle()
             assert len(stalls) == 1
-            assert stalls[0].lag >= 28.0
-            assert monitor.max_loop_lag >= 28.0
+            assert stalls[0].lag >= 30.0 - 5.0
+            assert monitor.max_loop_lag >= 30.0 - 5.0
             assert expired == []  # ... and convicts nobody yet.
             # ... then the beats that waited in socket buffers are read.
             for key in beating:

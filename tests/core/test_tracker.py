@@ -6,6 +6,7 @@ import math
 from collections.abc import Hashable
 
 import pytest
+from hypothesis import event as note
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -208,23 +209,33 @@ def test_keys_of_any_hashable_type(key: Hashable):
     assert [e.key for e in tracker.poll()] == [key]
 
 
-def test_poll_limit_spreads_work_and_loses_nothing():
+@pytest.mark.parametrize(
+    "options",
+    [{"limit": 64}, {"max_time": 1e-12}],  # a budget of entries; out of time at every check
+    ids=["limit", "max_time"],
+)
+def test_a_bounded_poll_spreads_work_and_loses_nothing(options):
     clock, tracker = make(timeout=10.0, resolution=1.0)
     for i in range(1000):
         tracker.track(i)
     clock.advance(20)
     seen: list[Hashable] = []
-    rounds = 0
+    calls = 0
     while (deadline := tracker.next_deadline()) is not None and deadline <= clock.now():
-        batch = tracker.poll(limit=64)
+        batch = tracker.poll(**options)
         assert len(batch) <= 64
         seen.extend(e.key for e in batch)
-        rounds += 1
+        calls += 1
     assert sorted(seen) == list(range(1000))  # type: ignore[type-var]
-    assert rounds >= 1000 // 64
+    assert calls >= 1000 // 64
     assert len(tracker) == 0
+
+
+@pytest.mark.parametrize("options", [{"limit": 0}, {"max_time": 0}, {"max_time": -1.0}])
+def test_a_bad_poll_budget_is_refused(options):
+    _, tracker = make()
     with pytest.raises(ConfigurationError):
-        tracker.poll(limit=0)
+        tracker.poll(**options)
 
 
 def test_the_tracker_returns_events_and_neither_logs_nor_takes_callbacks():
@@ -316,12 +327,30 @@ class TrackerVersusModel(RuleBasedStateMachine):
             self.episode[key] = self.episode.get(key, 0) + 1
         self.model[key] = (self.clock.now(), self.timeout if custom is None else custom)
 
+    @rule(count=st.integers(5, 40))
+    def track_a_crowd(self, count: int) -> None:
+        """Many default peers at once, so that sweeps list peers and span several polls."""
+        for i in range(count):
+            self.track(("crowd", len(self.episode), i), None)
+
     @rule(key=keys)
     def beat(self, key: Hashable) -> None:
         known = key in self.model
         assert self.tracker.beat(key) is known
         if known:
             self.model[key] = (self.clock.now(), self.model[key][1])
+
+    @rule(but=st.one_of(st.none(), keys))
+    def everyone_beats(self, but: Hashable) -> None:
+        """A healthy population (but one): watched peers that beat leave the watch."""
+        for key in self.model:
+            if key != but:
+                assert self.tracker.beat(key)
+                self.model[key] = (self.clock.now(), self.model[key][1])
+
+    @rule(share=st.sampled_from([0.05, 0.2, 0.45, 0.7, 0.9]))
+    def advance_a_share_of_the_timeout(self, share: float) -> None:
+        self.clock.advance(self.timeout * share)
 
     @rule(key=keys)
     def untrack(self, key: Hashable) -> None:
@@ -341,7 +370,14 @@ class TrackerVersusModel(RuleBasedStateMachine):
     @rule(limit=st.one_of(st.none(), st.integers(1, 5)))
     def poll(self, limit: int | None) -> None:
         now = self.clock.now()
+        watched = {key for key in self.model if self.tracker.is_watched(key)}
         events = self.tracker.poll_events(limit=limit)
+        for key in self.model.keys() & self.tracker.keys():
+            if (key in watched) != self.tracker.is_watched(key):
+                note("a peer left the watch" if key in watched else "a sweep listed a peer")
+        deadline = self.tracker.next_deadline()
+        if limit is not None and deadline is not None and deadline <= now:
+            note("a poll stopped with work left (a sweep or a bucket part-way)")
         returned = [e for e in events if isinstance(e, Expired)]
         for event in events:
             if isinstance(event, Suspected):  # the first stage is never early either
@@ -377,6 +413,15 @@ class TrackerVersusModel(RuleBasedStateMachine):
             assert self.tracker.deadline(key) == last + timeout
 
     @invariant()
+    def peers_with_a_timeout_of_their_own_and_suspects_stay_watched(self) -> None:
+        if not hasattr(self, "tracker"):
+            return
+        assert self.tracker.watched <= len(self.model)
+        for key, (_, timeout) in self.model.items():
+            if timeout != self.timeout or self.tracker.is_suspect(key):
+                assert self.tracker.is_watched(key), key
+
+    @invariant()
     def next_deadline_covers_every_peer(self) -> None:
         # The driver sleeps until next_deadline(): it must not be later than one resolution
         # after the earliest deadline of a tracked peer, or expiry would be late.
@@ -394,24 +439,133 @@ class TrackerVersusModel(RuleBasedStateMachine):
 
 
 TrackerVersusModel.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=50, deadline=None
+    max_examples=300, stateful_step_count=60, deadline=None
 )
 test_tracker_matches_model = TrackerVersusModel.TestCase
 
 
-def test_poll_max_time_stops_early_and_loses_nothing():
-    clock, tracker = make(timeout=10.0, resolution=1.0)
-    for i in range(1000):
+# -- sweep + watch: the transitions, by example ---------------------------------------------
+
+
+def run_crowd(
+    tracker: LivenessTracker,
+    clock: ManualClock,
+    peers: list[str],
+    seconds: float,
+    *,
+    quiet: dict[str, tuple[float, float]] | None = None,
+    seen: dict[str, list[tuple[float, bool]]] | None = None,
+) -> list[Expired]:
+    """Every peer beats once a second, at its own phase, while the clock moves by 0.1 s and
+    the tracker is polled. A peer in ``quiet`` is silent from ``start`` to ``end``; for the
+    peers in ``seen``, records (time, watched) after every poll."""
+    expired: list[Expired] = []
+    steps = round(seconds / 0.1)
+    for step in range(1, steps + 1):
+        now = clock.advance(0.1)
+        for i, key in enumerate(peers):
+            start, end = (quiet or {}).get(key, (math.inf, math.inf))
+            if i % 10 == step % 10 and not start <= now < end and key in tracker:
+                assert tracker.beat(key)
+        expired += tracker.poll()
+        for key, watched in (seen or {}).items():
+            watched.append((now, tracker.is_watched(key)))
+    return expired
+
+
+def crowd(count: int = 300) -> tuple[ManualClock, LivenessTracker, list[str]]:
+    clock, tracker = make(timeout=10.0, resolution=0.1)
+    peers = [f"p{i}" for i in range(count)]
+    for key in peers:
+        tracker.track(key)
+    return clock, tracker, peers
+
+
+def test_healthy_peers_hold_no_watch():
+    clock, tracker, peers = crowd()
+    assert run_crowd(tracker, clock, peers, 15.0) == []
+    watched: dict[str, list[tuple[float, bool]]] = {key: [] for key in peers}
+    assert run_crowd(tracker, clock, peers, 45.0, seen=watched) == []
+    assert not any(w for history in watched.values() for _, w in history)
+    assert tracker.watched == 0
+    assert len(tracker) == len(peers)
+
+
+def test_a_peer_that_falls_silent_is_watched_before_its_deadline_and_expires_on_time():
+    clock, tracker, peers = crowd()
+    seen: dict[str, list[tuple[float, bool]]] = {"p3": []}
+    [event] = run_crowd(tracker, clock, peers, 40.0, quiet={"p3": (20.0, math.inf)}, seen=seen)
+    assert event.key == "p3"
+    assert 19.0 < event.last_beat < 20.0
+    assert event.deadline < event.expired_at <= event.deadline + 0.1 + EPS
+    first_watched = min(t for t, watched in seen["p3"] if watched)
+    assert first_watched < event.deadline  # listed by a sweep before its deadline
+    assert "p3" not in tracker
+    assert not tracker.is_watched("p3")
+
+
+def test_a_watched_peer_that_beats_again_leaves_the_watch_and_lives():
+    clock, tracker, peers = crowd()
+    # Three peers silent for 9 s each (less than the timeout), staggered so that a sweep
+    # falls in the silence of at least one of them, whatever the sweeps' period.
+    quiet = {"p4": (20.0, 28.5), "p5": (23.0, 31.5), "p6": (26.0, 34.5)}
+    seen: dict[str, list[tuple[float, bool]]] = {key: [] for key in quiet}
+    assert run_crowd(tracker, clock, peers, 60.0, quiet=quiet, seen=seen) == []
+    listed = {key for key, history in seen.items() if any(w for _, w in history)}
+    assert listed, "a sweep lists a peer silent for most of a timeout"
+    for key in listed:
+        watched_at = [t for t, watched in seen[key] if watched]
+        assert quiet[key][0] < min(watched_at) < quiet[key][1]
+        assert max(watched_at) < quiet[key][1] + 10.0  # left the watch at its check
+    assert tracker.watched == 0
+    assert set(quiet) <= set(tracker.keys())
+
+
+def test_a_peer_with_a_timeout_of_its_own_stays_watched_until_it_ends():
+    clock, tracker, peers = crowd(50)
+    tracker.track("own", timeout=20.0)
+    seen: dict[str, list[tuple[float, bool]]] = {"own": []}
+    assert run_crowd(tracker, clock, [*peers, "own"], 30.0, seen=seen) == []
+    assert all(watched for _, watched in seen["own"])
+    tracker.track("own")  # back to the default timeout: it leaves the watch at its check
+    assert run_crowd(tracker, clock, [*peers, "own"], 30.0) == []
+    assert not tracker.is_watched("own")
+    assert tracker.untrack("own")
+    assert not tracker.is_watched("own")
+
+
+def test_a_sweep_spread_over_polls_loses_no_change_made_between_them():
+    clock, tracker = make(timeout=10.0, resolution=0.1)
+    for i in range(20_000):  # more than one chunk of a sweep
         tracker.track(i)
-    clock.advance(20)
-    seen: list[Hashable] = []
-    calls = 0
+    clock.advance(6.0)  # the first sweep is due (every peer is 6 s silent)
+    assert tracker.poll(limit=1000) == []
+    deadline = tracker.next_deadline()
+    assert deadline is not None
+    assert deadline <= clock.now()  # the sweep is part-way
+    # Between two of its steps: a new peer, an untracked one, a beat, an untrack + track.
+    tracker.track("new")
+    assert tracker.untrack(5)
+    assert tracker.beat(5) is False
+    assert tracker.beat(6)
+    assert tracker.untrack(7)
+    assert tracker.untrack(7) is False
+    tracker.track(7)
+    assert len(tracker) == 20_000
+    assert {"new", 6, 7} <= set(tracker.keys())
+    assert 5 not in tracker
+    assert (tracker.last_beat(6), tracker.last_beat(7), tracker.last_beat("new")) == (6.0,) * 3
+    with pytest.raises(KeyError):
+        tracker.last_beat(5)
     while (deadline := tracker.next_deadline()) is not None and deadline <= clock.now():
-        batch = tracker.poll(max_time=1e-12)  # out of time at the first check, every 64 entries
-        assert len(batch) <= 64
-        seen.extend(e.key for e in batch)
-        calls += 1
-    assert sorted(seen) == list(range(1000))  # type: ignore[type-var]
-    assert calls >= 1000 // 64
-    with pytest.raises(ConfigurationError):
-        tracker.poll(max_time=0)
+        assert tracker.poll(limit=1000) == []
+    assert len(tracker) == 20_000
+    assert tracker.last_beat(6) == 6.0
+    clock.advance(4.2)  # past the deadline of every peer tracked at 0
+    expired = [e.key for e in tracker.poll()]
+    assert len(expired) == len(set(expired)) == 20_000 - 3
+    assert {5, 6, 7, "new"}.isdisjoint(expired)
+    assert sorted(tracker.keys(), key=str) == [6, 7, "new"]
+    clock.advance(6.0)
+    assert sorted(str(e.key) for e in tracker.poll()) == ["6", "7", "new"]
+    assert len(tracker) == 0
