@@ -357,8 +357,12 @@ class Metrics:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Sample every ``sample_interval`` seconds until cancelled or :meth:`close`."""
+        """Sample every ``sample_interval`` seconds until cancelled or :meth:`close`.
+
+        Ending (either way) closes the live streams; running again reopens them.
+        """
         interval = self.sample_interval
+        self._closed = False
         task_status.started()
         try:
             while not self._closed:
@@ -378,7 +382,6 @@ class Metrics:
         return self._closed
 
     async def __aenter__(self) -> Self:
-        self._closed = False
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         await self._task_group.start(self.run)

@@ -217,6 +217,11 @@ async def test_the_sampler_fills_the_history_and_the_lag_histogram() -> None:
             assert metrics.history[-1][2] == pytest.approx(0.5)
         assert metrics.closed
         assert metrics.loop_lag.count == len(metrics.history)
+        async with metrics:  # a closed sampler runs again
+            before = len(metrics.history)
+            await until(lambda: len(metrics.history) > before)
+            assert not metrics.closed
+        assert metrics.closed
         assert sum(sample[1] for sample in metrics.history) > 0  # the 2 beats, as a rate
         snapshot = metrics.snapshot()
         history = snapshot["history"]
