@@ -51,6 +51,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Socket.IO clients in the end-to-end run (0: skip it; --quick skips it)",
     )
     parser.add_argument(
+        "--e2e-metrics",
+        action="store_true",
+        help="also: Socket.IO end to end, metrics off vs on (interleaved in one server, 80 s)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="folder for results.json and the PNG plots (default: a temp dir)",
@@ -135,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
         if _socketio_e2e.available():
             print(f"Socket.IO end to end, {args.e2e_clients} clients...", file=sys.stderr)
             results["socketio_e2e"] = _socketio_e2e.measure(clients=args.e2e_clients, rounds=2)
+            if args.e2e_metrics:
+                from . import _metrics_cost
+
+                print("Socket.IO end to end, metrics off vs on...", file=sys.stderr)
+                results["metrics_cost"] = _metrics_cost.measure(clients=args.e2e_clients)
+                results["metrics_cost"]["requests_ms"] = _metrics_cost.measure_requests()
         else:
             results["socketio_e2e"] = "skipped: heartbeat_monitor_socketio or psutil missing"
     results["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -149,6 +149,29 @@ def markdown(results: Results) -> str:
         ]
     elif e2e:
         lines += [f"Socket.IO end to end: {e2e}", ""]
+    cost = results.get("metrics_cost")
+    if isinstance(cost, dict):
+        blocks = cost["block_ratios"]
+        lines += [
+            f"#### Metrics off vs on, Socket.IO end to end ({cost['clients']:,} clients; "
+            f"{cost['phases']} phases of {cost['phase_s']:g} s interleaved ABBA in one server; "
+            f"on: the sampler, /metrics and /status.json every {cost['scrape_every_s']:g} s)",
+            "",
+            "| adapter | server CPU per heartbeat (µs) |",
+            "|---|--:|",
+            f"| metrics off | {cost['off_us_per_beat']:.1f} |",
+            f"| metrics on | {cost['on_us_per_beat']:.1f} |",
+            f"| ratio | {cost['ratio']:.3f}x (per ABBA block: median {blocks['median']:.3f}, "
+            f"quartiles {blocks['quartiles'][0]:.3f} to {blocks['quartiles'][-1]:.3f}) |",
+            "",
+        ]
+        requests = cost.get("requests_ms")
+        if requests:
+            lines += [
+                "Server CPU per fetch, idle server with a full history (ms): "
+                + ", ".join(f"`{path}` {ms:.2f}" for path, ms in requests.items()),
+                "",
+            ]
     lines += _core_markdown(results.get("core"))
     lines += [
         "#### Targets (ratios within this run)",
