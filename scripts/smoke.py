@@ -2,6 +2,7 @@
 
     python scripts/smoke.py serve tcp|udp|websocket|socketio
     python scripts/smoke.py demo | simulate
+    python scripts/smoke.py cluster (two serve --redis-url nodes on a redis-server it starts)
     python scripts/smoke.py missing COMMAND... (what a missing extra must say)
 
 Each check starts ``heartbeat-monitor`` (the console script beside this
@@ -229,6 +230,59 @@ async def _serve_session(server: Server, transport: str) -> str:
     return f"serve --transport {transport}: silent client expired, the other told; Ctrl-C -> 130"
 
 
+async def check_cluster() -> str:
+    """Two ``serve --redis-url`` nodes: a client silent on one is announced on the other."""
+    import shutil
+    import socket
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise CheckFailed("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        redis_port = probe.getsockname()[1]
+    redis = [executable, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+    async with await anyio.open_process([*redis, "--appendonly", "no"]) as redis_process:
+        try:
+            return await _cluster_session(f"redis://127.0.0.1:{redis_port}/0")
+        finally:
+            redis_process.kill()
+
+
+async def _cluster_session(url: str) -> str:
+    options = ["serve", "--port", "0", "--interval", str(INTERVAL), "--log-format", "json"]
+    options += ["--redis-url", url, "--node-timeout", "3", "--ping-interval", "1"]
+    servers: list[Server] = []
+    async with anyio.create_task_group() as task_group:
+        for name in ("a", "b"):
+            process = await anyio.open_process([*command(), *options, "--node-id", name])
+            servers.append(Server(process))
+        try:
+            serving = []
+            for server in servers:
+                with anyio.fail_after(STARTUP):
+                    serving.append(await server.next_event("heartbeat_monitor.socketio.serving"))
+            beating: list[Any] = []
+            silent: list[Any] = []
+            task_group.start_soon(_client, "socketio", serving[1], "beating", True, beating)
+            task_group.start_soon(_client, "socketio", serving[0], "silent", False, silent)
+            with anyio.fail_after(WAIT):
+                while not (beating and silent):
+                    await anyio.sleep(0.05)
+            silent_id = silent[0]["peer"]
+            with anyio.fail_after(WAIT):
+                while not any(m.get("peer") == silent_id for m in beating[1:]):
+                    await anyio.sleep(0.05)
+            [notice] = [m for m in beating[1:] if m.get("peer") == silent_id]
+            if notice.get("reason") != "heartbeat timeout":
+                raise CheckFailed(f"cluster: node b's client was told {notice}")
+        finally:
+            for server in servers:
+                server.process.kill()
+            task_group.cancel_scope.cancel()
+    return "serve --redis-url: a client silent on node a was announced to node b's client"
+
+
 def _run(*arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command(), *arguments], capture_output=True, text=True, timeout=timeout, check=False
@@ -289,6 +343,8 @@ def main(argv: list[str]) -> int:
             message = check_demo()
         elif what == "simulate":
             message = check_simulate()
+        elif what == "cluster":
+            message = anyio.run(check_cluster)
         elif what == "missing":
             message = check_missing(rest)
         else:
