@@ -49,6 +49,8 @@ class Reason:
     PING_TIMEOUT: Final = "ping timeout"
     #: Its node stopped beating into Redis; another node ended it.
     NODE_GONE: Final = "node gone"
+    #: Its node was cut off from Redis too long to know it is still a cluster member.
+    NODE_ISOLATED: Final = "node isolated"
     #: Bad input: ``refused: <kind>`` (``malformed``, ``oversized``, ``flood``, ...).
     REFUSED: Final = "refused"
 

@@ -31,14 +31,8 @@ ACCEPTED = {
     "re-raises them after cleanup (tests/socketio/test_config.py pins the behaviour)",
 }
 #: Violations being removed by work in progress; an entry that no longer occurs fails the
-#: test, so the list only shrinks. (Redis moves to its own package on public hooks; the CLI
-#: moves to the core; the hub and tracker are split further.)
+#: test, so the list only shrinks. (The hub and tracker are split further.)
 PENDING = {
-    "adapters/heartbeat_monitor_socketio/_cluster.py: ._notify",
-    "adapters/heartbeat_monitor_socketio/_cluster.py: ._send_gone",
-    "adapters/heartbeat_monitor_socketio/_cluster.py: ._peers",
-    "adapters/heartbeat_monitor_socketio/_cluster_takeover.py: ._finish",
-    "size: adapters/heartbeat_monitor_socketio/_cluster.py",
     "size: heartbeat_monitor/_hub.py",
     "size: heartbeat_monitor/_tracker.py",
     "size: heartbeat_monitor/_monitor.py",

@@ -26,8 +26,7 @@ from ._transport import SocketIOTransport
 from ._visibility import Visibility
 
 if TYPE_CHECKING:
-    from ._cluster import ClusterStats, RedisCluster
-    from ._redis_manager import ClusterRedisManager
+    from heartbeat_monitor_redis import ClusterRedisManager, ClusterStats, RedisCluster
 
 __all__ = (
     "AdapterOptions",
@@ -47,18 +46,14 @@ __all__ = (
     "check_engineio",
 )
 
-#: The multi-node names need the ``redis`` extra: imported on first use only.
-_CLUSTER = {
-    "ClusterRedisManager": "._redis_manager",
-    "ClusterStats": "._cluster",
-    "RedisCluster": "._cluster",
-}
+#: The multi-node names live in ``heartbeat_monitor_redis`` (the ``redis`` extra); kept
+#: importable from here, loaded on first use only.
+_CLUSTER = frozenset({"ClusterRedisManager", "ClusterStats", "RedisCluster"})
 
 
 def __getattr__(name: str) -> Any:
-    module = _CLUSTER.get(name)
-    if module is None:
+    if name not in _CLUSTER:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module, __name__), name)
+    return getattr(importlib.import_module("heartbeat_monitor_redis"), name)

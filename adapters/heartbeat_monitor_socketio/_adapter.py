@@ -38,6 +38,7 @@ from typing import Any, Final, Self, final
 import anyio
 import socketio
 import structlog
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from heartbeat_monitor import (
     OVERLOADED,
@@ -233,12 +234,18 @@ class SocketIOAdapter:
             if monitor is not None:
                 await monitor.__aexit__(exc_type, exc, tb)
 
-    async def aclose(self, reason: str = Reason.SERVER_SHUTDOWN, *, notify: bool = False) -> None:
+    async def aclose(
+        self, reason: str = Reason.SERVER_SHUTDOWN, *, notify: bool | None = None
+    ) -> None:
         """End every peer of this adapter with ``reason``, disconnect them, refuse new ones.
 
-        Everyone is leaving, so by default the others are not told (N - 1
-        messages to each of N clients); ``notify=True`` tells them (a cluster).
+        On one server everyone is leaving, so by default the others are not told
+        (N - 1 messages to each of N clients); ``notify=True`` tells them. The
+        default is ``True`` when the server's client manager is a pub/sub one
+        (``AsyncRedisManager``, ...): other processes' clients remain.
         """
+        if notify is None:
+            notify = isinstance(self._sio.manager, AsyncPubSubManager)
         self._outbox.closing = True
         sids = [sid for sid, link in self._links.items() if not link.ended]
         self.hub.close_all(reason, transport="socketio", notify=notify)

@@ -7,6 +7,7 @@ Published as the ``socketio`` entry point of ``heartbeat_monitor.cli`` (see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
@@ -27,8 +28,6 @@ from heartbeat_monitor.cli import (
     serve,
     wait_for_stop,
 )
-
-from ._cluster_cli import add_cluster_options, cluster_for, manager_for
 
 __all__ = ("PLUGIN", "SocketIOCommandLine")
 
@@ -74,7 +73,6 @@ def add_socketio_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_socketio_options(parser)
-    add_cluster_options(parser)
 
 
 class SocketIOCommandLine:
@@ -95,7 +93,11 @@ class SocketIOCommandLine:
         self.adapter: Any = None
         #: An ASGI app served beside python-socketio (``serve --metrics`` sets it).
         self.other_asgi_app: Any = None
-        self._manager = manager_for(args)  # a bad --redis-url is refused before starting
+        #: The cluster's hooks, if the redis plugin added its options (``--redis-url``):
+        #: ``manager(args)`` and ``around(args, adapter)``, see ``heartbeat_monitor_redis.cli``.
+        self._cluster: Any = getattr(args, "cluster", None)
+        # A bad --redis-url is refused before starting.
+        self._manager = None if self._cluster is None else self._cluster.manager(args)
         if args.hidden_timeout < args.interval * args.misses:
             raise UsageError(
                 f"--hidden-timeout ({args.hidden_timeout:g} s) must not be shorter than "
@@ -154,7 +156,9 @@ class SocketIOCommandLine:
             with anyio.CancelScope(shield=True):
                 await server.serve(task_status=task_status)
 
-        async with cluster_for(args, adapter), adapter, anyio.create_task_group() as task_group:
+        cluster = self._cluster
+        around = contextlib.nullcontext() if cluster is None else cluster.around(args, adapter)
+        async with around, adapter, anyio.create_task_group() as task_group:
             await task_group.start(run)
             task_status.started((server.host, server.port))
             try:

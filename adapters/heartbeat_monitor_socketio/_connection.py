@@ -79,10 +79,14 @@ class Outbox:
             _logger.exception("heartbeat_monitor.socketio.notify_failed", event_name=event)
 
     async def disconnect_now(self, sid: str, reason: str) -> None:
-        """Bad input: an engine.io close at once; anything else as python-socketio does it."""
+        """Bad input: an engine.io close at once; anything else as python-socketio does it.
+
+        A fenced cluster node (``"node isolated"``) closes the transport too, so that
+        the client reconnects (a Socket.IO client does not after a disconnect packet).
+        """
         namespace = self.namespace
         try:
-            if reason.startswith(Reason.REFUSED):
+            if reason.startswith(Reason.REFUSED) or reason == Reason.NODE_ISOLATED:
                 eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
                 if eio_sid is not None:
                     await _internals.close_now(self.sio, eio_sid)

@@ -28,12 +28,8 @@ import socketio
 from anyio.streams.buffered import BufferedByteReceiveStream
 from redis import asyncio as aioredis
 
-from heartbeat_monitor_socketio import (
-    ClusterRedisManager,
-    RedisCluster,
-    SocketIOAdapter,
-    SocketIOServer,
-)
+from heartbeat_monitor_redis import ClusterRedisManager, RedisCluster
+from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 from tests.conftest import require_tool
 from tests.socketio.conftest import Changes, Client
 
@@ -232,7 +228,11 @@ async def start_node(redis_server: RedisServer) -> AsyncIterator[StartNode]:
 
 
 class Member:
-    """A node in this process: uvicorn + python-socketio + adapter + RedisCluster."""
+    """A node in this process: uvicorn + python-socketio + adapter + RedisCluster.
+
+    It runs in a task of its own (``run``), so that a test may stop one node
+    (:meth:`stop`: a clean shutdown) while the others go on.
+    """
 
     def __init__(self, server: SocketIOServer, cluster: RedisCluster, gone: Changes) -> None:
         self.server = server
@@ -242,6 +242,22 @@ class Member:
         #: Every ``(peer, reason)`` this node's ``on_gone`` saw.
         self.gone = gone
         self.clients: list[Client] = []
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with self.cluster, self.server:  # the cluster outermost, as documented
+                task_status.started()
+                await self._stop.wait()
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """A clean shutdown: the server stops (its peers end), then the node leaves Redis."""
+        self._stop.set()
+        with anyio.fail_after(15):
+            await self._stopped.wait()
 
     async def client(self, *, beat: bool = True, auth: Any = None) -> Client:
         client = Client(self.server.url, "/", INTERVAL)
@@ -264,7 +280,7 @@ def identify(sid: str, environ: Any, auth: Any) -> Any:
 async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
     """Start a cluster node in this process (``start_member(name, **cluster_options)``)."""
     members: list[Member] = []
-    async with contextlib.AsyncExitStack() as stack:
+    async with anyio.create_task_group() as task_group:
 
         async def start(name: str, *, url: str | None = None, **cluster_options: Any) -> Member:
             url = url or redis_server.url
@@ -276,15 +292,13 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
                 misses=MISSES,
                 room="peers",
                 identify=identify,
-                on_gone=lambda peer, reason: gone.append((peer, reason)),
+                on_gone=lambda event: gone.append((event.peer, event.reason)),
             )
             cluster_options.setdefault("node_timeout", NODE_TIMEOUT)
             cluster_options.setdefault("sync_interval", SYNC_INTERVAL)
             cluster = RedisCluster(adapter, url, node_id=name, **cluster_options)
-            await stack.enter_async_context(cluster)
-            server = SocketIOServer(adapter)
-            await stack.enter_async_context(server)
-            member = Member(server, cluster, gone)
+            member = Member(SocketIOServer(adapter), cluster, gone)
+            await task_group.start(member.run)
             members.append(member)
             return member
 
@@ -295,6 +309,8 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
                 for member in members:
                     for client in member.clients:
                         await client.close()
+                for member in reversed(members):
+                    await member.stop()
 
 
 class Cut:

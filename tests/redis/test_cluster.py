@@ -9,7 +9,8 @@ from collections.abc import Iterable
 import anyio
 import pytest
 
-from heartbeat_monitor_socketio import Reason, RedisCluster
+from heartbeat_monitor import Reason
+from heartbeat_monitor_redis import RedisCluster
 from tests.socketio.conftest import Client
 
 from .conftest import (
@@ -20,6 +21,7 @@ from .conftest import (
     Cut,
     RedisServer,
     StartMember,
+    StartNode,
 )
 
 pytestmark = pytest.mark.anyio
@@ -149,11 +151,11 @@ async def test_lease_of_a_winner_that_died_mid_way_is_taken_over(
     assert n1.cluster.stats.nodes_ended + n2.cluster.stats.nodes_ended == 1
 
 
-async def test_slow_redis_no_false_gone_and_local_notifications_catch_up(
+async def test_slow_redis_without_fencing_no_false_gone_and_local_notifications_catch_up(
     start_member: StartMember, redis_server: RedisServer
 ) -> None:
-    n1 = await start_member("n1")
-    n2 = await start_member("n2")
+    n1 = await start_member("n1", fence=False)
+    n2 = await start_member("n2", fence=False)
     on_1 = await n1.client()
     on_2 = await n2.client()
     await until(lambda: _present(n1.cluster, {on_1.sid: {"n1"}, on_2.sid: {"n2"}}))
@@ -166,7 +168,7 @@ async def test_slow_redis_no_false_gone_and_local_notifications_catch_up(
         gone = {"peer": silent.sid, "reason": "heartbeat timeout"}
         assert await on_1.peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [gone]
         await until(lambda: _unhealthy(n1.cluster, n2.cluster), within=SLACK * 2)
-        # Longer than a node timeout: nobody is declared dead.
+        # Longer than a node timeout: nobody is declared dead, nobody is fenced.
         await anyio.sleep(NODE_TIMEOUT * 1.5)
     finally:
         process.send_signal(signal.SIGCONT)
@@ -176,8 +178,53 @@ async def test_slow_redis_no_false_gone_and_local_notifications_catch_up(
     await until(lambda: _present(n2.cluster, {on_1.sid: {"n1"}, on_2.sid: {"n2"}}))
     for member in (n1, n2):
         assert member.cluster.stats.nodes_ended == 0
+        assert member.cluster.stats.fences == 0
     assert n1.cluster.nodes() == ["n1", "n2"]
+    assert on_1.sio.connected
+    assert on_2.sio.connected
     await assert_no_more([on_1, on_2], 1)
+
+
+async def test_slow_redis_fences_every_node_then_each_announces_its_own_peers_once(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n1 = await start_member("n1")
+    n2 = await start_member("n2")
+    on_1 = await n1.client()
+    on_2 = await n2.client()
+    await until(lambda: _present(n1.cluster, {on_1.sid: {"n1"}, on_2.sid: {"n2"}}))
+    process = redis_server.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)  # Redis hangs for everyone
+    try:
+        # Neither node can know whether the other has declared it dead: both fence.
+        fence_bound = NODE_TIMEOUT - SYNC_INTERVAL + SLACK
+        await on_1.disconnects.wait(1, within=fence_bound)
+        await on_2.disconnects.wait(1, within=fence_bound)
+        assert n1.cluster.fenced
+        assert n2.cluster.fenced
+        # Their departures wait for Redis; new connections are served locally meanwhile.
+        assert n1.gone.items == n2.gone.items == []
+        fresh_1 = await n1.client()
+        fresh_2 = await n2.client()
+    finally:
+        process.send_signal(signal.SIGCONT)
+    # Each node announces its own fenced peer once Redis answers, to every node's clients.
+    expected = sorted(
+        [{"peer": client.sid, "reason": Reason.NODE_ISOLATED} for client in (on_1, on_2)],
+        key=str,
+    )
+    for fresh in (fresh_1, fresh_2):
+        assert sorted(await fresh.peer_gone.wait(2, within=SLACK * 3), key=str) == expected
+    assert n1.gone.items == [(on_1.sid, Reason.NODE_ISOLATED)]
+    assert n2.gone.items == [(on_2.sid, Reason.NODE_ISOLATED)]
+    await until(lambda: _present(n1.cluster, {fresh_1.sid: {"n1"}, fresh_2.sid: {"n2"}}))
+    assert not _fenced(n1.cluster)  # rejoined
+    assert n1.cluster.nodes() == n2.cluster.nodes() == ["n1", "n2"]
+    for member in (n1, n2):
+        assert member.cluster.stats.nodes_ended == 0
+        assert member.cluster.stats.fences == 1
+    await assert_no_more([fresh_1, fresh_2], 2)
 
 
 async def _present(cluster: RedisCluster, expected: dict[str, set[str]]) -> bool:
@@ -189,6 +236,10 @@ async def _present(cluster: RedisCluster, expected: dict[str, set[str]]) -> bool
 
 async def _unhealthy(*clusters: RedisCluster) -> bool:
     return not any(cluster.healthy for cluster in clusters)
+
+
+def _fenced(cluster: RedisCluster) -> bool:
+    return cluster.fenced
 
 
 async def _healthy(*clusters: RedisCluster) -> bool:
@@ -270,18 +321,20 @@ async def test_node_started_while_redis_is_down_joins_when_it_comes_up(
 
 
 async def test_outbox_is_bounded_by_age_and_size() -> None:
+    import socketio
     from structlog.testing import capture_logs
 
-    from heartbeat_monitor_socketio import ClusterRedisManager
+    from heartbeat_monitor_redis import ClusterRedisManager
     from tests.redis.conftest import free_port
 
     manager = ClusterRedisManager(
         f"redis://127.0.0.1:{free_port()}/0", op_timeout=0.2, outbox_size=2, outbox_max_age=0.3
     )
+    sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
     try:
         with capture_logs() as logs:
-            for index in range(3):
-                await manager._publish({"method": "emit", "n": index})
+            for index in range(3):  # nobody listens on that port: every publish fails
+                await sio.emit("news", {"n": index})
             assert manager.pending == 2  # the oldest was dropped, and said so
             assert not await manager.flush()
             await anyio.sleep(0.4)
@@ -296,7 +349,9 @@ async def test_outbox_is_bounded_by_age_and_size() -> None:
         await manager.aclose()
 
 
-async def test_clean_shutdown_of_a_node_tells_the_other_nodes(start_member: StartMember) -> None:
+async def test_clean_shutdown_of_a_node_tells_the_other_nodes_once(
+    start_member: StartMember,
+) -> None:
     n1 = await start_member("n1")
     n2 = await start_member("n2")
     watcher = await n2.client()
@@ -304,34 +359,84 @@ async def test_clean_shutdown_of_a_node_tells_the_other_nodes(start_member: Star
     await until(
         lambda: _present(n2.cluster, {watcher.sid: {"n2"}, **{c.sid: {"n1"} for c in leaving}})
     )
-    await n1.adapter.aclose()  # what SIGTERM does, before the node leaves Redis
+    await n1.stop()  # the server stops (its peers end), then the node leaves Redis
     events = await watcher.peer_gone.wait(2, within=SLACK)
     assert sorted(events, key=str) == sorted(
         [{"peer": client.sid, "reason": Reason.SERVER_SHUTDOWN} for client in leaving], key=str
     )
-    await assert_no_more([watcher], 2)
+    assert sorted(n1.gone.items) == sorted((c.sid, Reason.SERVER_SHUTDOWN) for c in leaving)
+    # Its leave marker says it left cleanly: the others forget it, nobody announces it again.
+    await until(lambda: _nodes_are(n2.cluster, ["n2"]))
+    await assert_no_more([watcher], 2, within=NODE_BOUND)
+    assert n2.cluster.stats.nodes_ended == 0
+    assert n2.gone.items == []
 
 
-async def test_node_cut_off_from_redis_is_declared_dead_then_rejoins(
+async def _nodes_are(cluster: RedisCluster, nodes: list[str]) -> bool:
+    return cluster.nodes() == nodes
+
+
+async def test_node_cut_off_from_redis_fences_itself_before_it_is_declared_dead(
     cut_link: Cut, start_member: StartMember
 ) -> None:
     n1 = await start_member("n1", url=cut_link.url)
     n2 = await start_member("n2")
     watcher = await n2.client()
     on_1 = await n1.client()
-    everyone = {watcher.sid: {"n2"}, on_1.sid: {"n1"}}
-    await until(lambda: _present(n2.cluster, everyone))
+    # When the watcher hears that on_1 is gone, is on_1 still connected to n1?
+    still_served: list[bool] = []
+
+    def peer_gone(data: dict[str, str]) -> None:
+        if data["peer"] == on_1.sid:
+            still_served.append(len(on_1.disconnects) == 0)
+        watcher.peer_gone.append(data)
+
+    watcher.sio.on("peer_gone", peer_gone, namespace="/")
+    await until(lambda: _present(n2.cluster, {watcher.sid: {"n2"}, on_1.sid: {"n1"}}))
     await cut_link.cut()  # n1 cannot reach Redis; n2 can: n1 looks dead
     events = await watcher.peer_gone.wait(1, within=NODE_BOUND)
     assert events == [{"peer": on_1.sid, "reason": Reason.NODE_GONE}]
+    assert still_served == [False]  # fenced first: never "gone" while still served
+    assert n1.cluster.fenced
     assert n2.gone.items == [(on_1.sid, Reason.NODE_GONE)]
-    assert n1.gone.items == []
-    assert on_1.sio.connected  # n1 still serves its client
-    cut_link.open = True  # n1 finds it was declared dead and writes its presence again
-    await until(lambda: _present(n2.cluster, everyone), within=SLACK * 3)
+    assert n1.gone.items == []  # its departure was announced once, by n2
+    fresh = await n1.client()  # n1 serves new connections locally meanwhile
+    cut_link.open = True  # n1 takes its lease, finds on_1 announced, writes its presence again
+    await until(lambda: _present(n2.cluster, {watcher.sid: {"n2"}, fresh.sid: {"n1"}}), SLACK * 3)
 
     async def both_see_both() -> bool:
         return n1.cluster.nodes() == n2.cluster.nodes() == ["n1", "n2"]
 
     await until(both_see_both)
+    assert not _fenced(n1.cluster)  # rejoined
     await assert_no_more([watcher], 1, within=NODE_TIMEOUT)
+    assert n1.gone.items == []
+    assert n1.cluster.stats.fences == 1
+
+
+async def test_node_that_dies_just_before_redis_restarts_empty_is_still_announced(
+    start_member: StartMember, start_node: StartNode, redis_server: RedisServer
+) -> None:
+    # n1 with a longer node timeout, so that the restart below cannot fence it.
+    n1 = await start_member("n1", node_timeout=3.0)
+    watcher = await n1.client()
+    n2 = await start_node("n2")
+    on_2 = [await n2.client() for _ in range(3)]
+    sids = frozenset(client.sid for client in on_2)
+
+    async def n1_knows_them() -> bool:
+        return n1.cluster.last_known("n2") == sids
+
+    await until(n1_knows_them)
+    n2.kill()
+    with anyio.fail_after(10):
+        await n2.process.wait()
+    await redis_server.stop()
+    await redis_server.start()  # empty: n2 is in no nodes hash, its presence is gone
+    events = await watcher.peer_gone.wait(3, within=3.0 + SYNC_INTERVAL + 2 * SLACK)
+    assert sorted(event["peer"] for event in events) == sorted(sids)
+    assert {event["reason"] for event in events} == {Reason.NODE_GONE}
+    assert sorted(peer for peer, _ in n1.gone.items) == sorted(sids)
+    await assert_no_more([watcher], 3)
+    assert n1.cluster.nodes() == ["n1"]
+    assert n1.cluster.stats.nodes_ended == 1

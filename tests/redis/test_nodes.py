@@ -105,48 +105,82 @@ async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: R
     a, b, _ = nodes
     clients = {node.name: [await node.client(), await node.client()] for node in nodes}
     everyone = {client.sid: {name} for name, pair in clients.items() for client in pair}
-    all_clients = [client for pair in clients.values() for client in pair]
+    first = [client for pair in clients.values() for client in pair]
     await wait_presence(a, clients["a"][0], everyone, within=5)
 
     await redis_server.stop()
     outage = anyio.current_time()
-    # Local monitoring goes on: a client silent during the outage is announced on its node.
-    silent_in_outage = await a.client(beat=False)
-    lost = {"peer": silent_in_outage.sid, "reason": "heartbeat timeout"}
-    for client in clients["a"]:
-        assert await client.peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [lost]
-    with anyio.move_on_after(10 - (anyio.current_time() - outage)):
-        # Nothing else may be announced while Redis is gone: clients keep beating.
-        await clients["b"][0].peer_gone.wait(1, within=20)
-    for client in all_clients:
-        assert client.peer_gone.items == ([lost] if client in clients["a"] else [])
-        assert client.sio.connected
+    # No node can tell whether the others declared it dead: each fences itself.
+    for client in first:
+        await client.disconnects.wait(1, within=NODE_TIMEOUT + 2 * SLACK)
     for node in nodes:
         await node.wait_logged("heartbeat_monitor.cluster.redis_unavailable")
+        [fenced] = await node.wait_logged("heartbeat_monitor.cluster.fenced")
+        assert fenced["peers"] == 2
+    # New connections are served locally meanwhile: a client silent now is announced on
+    # its node at once.
+    fresh = {node.name: await node.client() for node in nodes}
+    silent_in_outage = await a.client(beat=False)
+    lost = {"peer": silent_in_outage.sid, "reason": "heartbeat timeout"}
+    assert await fresh["a"].peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [lost]
+    with anyio.move_on_after(10 - (anyio.current_time() - outage)):
+        # Nothing else is announced while Redis is gone: the fenced peers' departures wait.
+        await fresh["b"].peer_gone.wait(1, within=20)
+    for name, client in fresh.items():
+        assert client.peer_gone.items == ([lost] if name == "a" else [])
+        assert client.sio.connected
     await redis_server.start()  # empty, as after a crash
 
     for node in nodes:
         await node.wait_logged("heartbeat_monitor.cluster.redis_recovered", within=5)
+        [rejoined] = await node.wait_logged("heartbeat_monitor.cluster.rejoined", within=5)
+        assert rejoined["peers_announced"] == 2
+    now = {client.sid: {name} for name, client in fresh.items()}
     for node in nodes:
-        await wait_presence(node, clients[node.name][0], everyone, within=5)
+        await wait_presence(node, fresh[node.name], now, within=5)
         assert node.logged("heartbeat_monitor.cluster.node_expired") == []
-    # The other nodes' clients catch up on what happened during the outage, once.
+    # Every client hears, once, of each fenced peer and of the client lost in the outage.
+    expected = sorted(
+        [lost, *({"peer": client.sid, "reason": "node isolated"} for client in first)], key=str
+    )
     try:
-        for client in all_clients:
-            assert await client.peer_gone.wait(1, within=SLACK * 2) == [lost]
+        for client in fresh.values():
+            events = await client.peer_gone.wait(len(expected), within=SLACK * 3)
+            assert sorted(events, key=str) == expected
     except BaseException:
         for node in nodes:
             for line in node.lines.items:
                 if "cluster" in line.get("event", "") or "stray" in line.get("event", ""):
                     print(node.name, line)
         raise
+    for client in fresh.values():
+        await assert_no_more(client, len(expected), within=SYNC_INTERVAL * 4)
 
     # Cross-node notifications work again (the listeners re-subscribed).
     silent = await b.client(beat=False)
     gone = {"peer": silent.sid, "reason": "heartbeat timeout"}
-    for client in all_clients:
-        events = await client.peer_gone.wait(2, within=INTERVAL * MISSES + 2 * SLACK)
-        assert events == [lost, gone]
+    within = INTERVAL * MISSES + 2 * SLACK
+    for client in fresh.values():
+        assert (await client.peer_gone.wait(len(expected) + 1, within=within))[-1] == gone
+
+
+async def test_sigterm_tells_the_other_nodes_once(start_node: StartNode) -> None:
+    a, b = await start_nodes(start_node, "a", "b")
+    watcher = await a.client()
+    leaving = [await b.client(), await b.client()]
+    everyone = {watcher.sid: {"a"}, **{client.sid: {"b"} for client in leaving}}
+    await wait_presence(a, watcher, everyone, within=5)
+    b.process.terminate()  # SIGTERM: a clean shutdown
+    events = await watcher.peer_gone.wait(2, within=SLACK * 2)
+    expected = [{"peer": client.sid, "reason": "server shutdown"} for client in leaving]
+    assert sorted(events, key=str) == sorted(expected, key=str)
+    [stopped] = await b.wait_logged("heartbeat_monitor.cluster.stopped")
+    assert stopped["node"] == "b"
+    # It left a marker: nobody announces its peers again as "node gone".
+    await a.wait_logged("heartbeat_monitor.cluster.node_left")
+    await assert_no_more(watcher, 2, within=NODE_TIMEOUT + SYNC_INTERVAL + SLACK)
+    assert a.logged("heartbeat_monitor.cluster.node_expired") == []
+    await wait_presence(a, watcher, {watcher.sid: {"a"}}, within=5)
 
 
 @pytest.mark.parametrize(

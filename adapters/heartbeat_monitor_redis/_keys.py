@@ -1,13 +1,15 @@
-"""The Redis side of :mod:`._cluster`: key names, Lua scripts, the peer codec, counters.
+"""The Redis side of the cluster: key names, Lua scripts, the peer codec, counters.
 
 Keys (``prefix`` is ``heartbeat_monitor:<namespace>:`` by default):
 
 ========================  ======  ==================================================
 ``<p>nodes``              hash    node id -> beat counter (``HINCRBY`` once per sync)
-``<p>presence:<node>``    hash    peer (JSON) -> the rooms it was in (JSON list)
-``<p>lease:<node>``       string  who ends that (dead) node: ``SET NX PX``
-``<p>announced:<node>``   set     peers (JSON) of that dead node already announced
-``<p>dead:<node>``        string  that node was declared dead (it rejoins if alive)
+``<p>presence:<node>``    hash    peer (JSON) -> the rooms it is in (JSON list)
+``<p>changes:<node>``     stream  that node's presence changes (the others' copies)
+``<p>lease:<node>``       string  who ends that node's peers: ``SET NX PX``
+``<p>announced:<node>``   set     peers (JSON) of that node already announced
+``<p>dead:<node>``        string  another node ended that node (it rejoins if alive)
+``<p>left:<node>``        string  that node left cleanly (its peers were told)
 ========================  ======  ==================================================
 
 The scripts read keys they are not given (other nodes' presence), so they need one
@@ -28,16 +30,15 @@ __all__ = (
     "MARKER_TTL",
     "ClusterStats",
     "Keys",
-    "RemoteKey",
     "decode",
     "encode",
     "frozen",
     "text",
 )
 
-#: Peers per takeover script call (the lease is renewed between chunks).
+#: Peers per script call, presence write or change entry (the lease is renewed between chunks).
 CHUNK: Final = 500
-#: How long the announced set and the dead marker of an ended node are kept (seconds).
+#: How long the announced set and the dead / left markers of a node are kept (seconds).
 MARKER_TTL: Final = 3600
 
 # KEYS: nodes hash, own presence. ARGV: presence key prefix, own node, peer.
@@ -51,8 +52,9 @@ end
 return 1
 """
 
-# KEYS: nodes hash, dead node's presence, announced set.
-# ARGV: presence key prefix, dead node, marker ttl, peers...
+# KEYS: nodes hash, the ended node's presence, its announced set.
+# ARGV: presence key prefix, the ended node, marker ttl, peers...
+# Returns the peers newly marked announced (present on no other node, not marked before).
 END: Final = """
 local nodes = redis.call('HKEYS', KEYS[1])
 local out = {}
@@ -83,10 +85,12 @@ return 1
 
 
 def encode(peer: Hashable) -> str:
+    """A peer id as a presence field (JSON; tuples become lists)."""
     return json.dumps(peer, separators=(",", ":"), sort_keys=True)
 
 
 def frozen(value: Any) -> Hashable:
+    """Decoded JSON made hashable again: lists become tuples, objects sorted pairs."""
     if isinstance(value, list):
         return tuple(frozen(item) for item in value)
     if isinstance(value, dict):
@@ -95,6 +99,7 @@ def frozen(value: Any) -> Hashable:
 
 
 def decode(field: bytes | str) -> Hashable:
+    """The peer id of a presence field (``ValueError`` if it is not JSON)."""
     return frozen(json.loads(field))
 
 
@@ -103,22 +108,13 @@ def text(value: bytes | str) -> str:
 
 
 @final
-class RemoteKey:
-    """The key of a peer of another (dead) node, ended here by the lease winner."""
-
-    __slots__ = ("node", "peer")
-
-    def __init__(self, node: str, peer: Hashable) -> None:
-        self.node = node
-        self.peer = peer
-
-
-@final
 class ClusterStats:
     """Counters of the cluster side of one node (plain ints)."""
 
     __slots__ = (
         "commands",
+        "fences",
+        "full_reads",
         "nodes_ended",
         "peers_announced",
         "resyncs",
@@ -132,11 +128,16 @@ class ClusterStats:
         self.sync_failures = 0
         #: Redis commands this node sent for presence and liveness (pub/sub not included).
         self.commands = 0
-        #: Full presence rewrites (start, after an outage, after being declared dead).
+        #: Full presence rewrites (start, after an outage, after being fenced).
         self.resyncs = 0
-        #: Dead nodes this node ended (it held the lease), and their peers it announced.
+        #: Nodes this node ended (it held the lease), and the peers it announced (its own
+        #: fenced peers included).
         self.nodes_ended = 0
         self.peers_announced = 0
+        #: Times this node fenced itself (cut off from Redis too long, or declared dead).
+        self.fences = 0
+        #: Other nodes' presence read in full (first sight, or a gap in their changes).
+        self.full_reads = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -147,15 +148,19 @@ class ClusterStats:
 class Keys:
     """The Redis key names of one cluster (see the module's table)."""
 
-    __slots__ = ("nodes", "prefix", "presence_prefix")
+    __slots__ = ("changes_prefix", "nodes", "prefix", "presence_prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.nodes = prefix + "nodes"
         self.presence_prefix = prefix + "presence:"
+        self.changes_prefix = prefix + "changes:"
 
     def presence(self, node: str) -> str:
         return self.presence_prefix + node
+
+    def changes(self, node: str) -> str:
+        return self.changes_prefix + node
 
     def lease(self, node: str) -> str:
         return f"{self.prefix}lease:{node}"
@@ -165,3 +170,6 @@ class Keys:
 
     def dead(self, node: str) -> str:
         return f"{self.prefix}dead:{node}"
+
+    def left(self, node: str) -> str:
+        return f"{self.prefix}left:{node}"

@@ -19,7 +19,7 @@ private methods, both marked ``pragma: no cover`` upstream:
   the back-off is capped at ``retry_cap`` (1 s), and failures are logged
   through structlog (``heartbeat_monitor.cluster.pubsub_*``).
 
-The tests in ``tests/redis`` pin this against the installed python-socketio.
+``tests/redis/test_manager.py`` pins both against the installed python-socketio.
 """
 
 from __future__ import annotations
@@ -88,6 +88,16 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     def pending(self) -> int:
         """Events waiting in the outbox for Redis to come back."""
         return len(self._outbox)
+
+    def suspend(self) -> None:
+        """Redis failed for someone else (the cluster's sync): queue events from now on.
+
+        They are published once Redis answers and the ``gate`` says every node
+        listens again, as after a failure of our own: the other nodes' listeners
+        are down too, and pub/sub would drop what they cannot hear.
+        """
+        if self._failed_since is None:
+            self._failed_since = time.monotonic()
 
     async def _publish(self, data: Any) -> None:
         message = self.json.dumps(data)
