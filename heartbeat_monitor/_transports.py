@@ -68,26 +68,46 @@ async def serve(
     """Run a monitor and ``transport`` until cancelled; every departure is logged.
 
     ``metrics``: serve ``/metrics`` and ``/status`` too (see :func:`run_metrics`).
+    Cancelled, the transport stops first while the monitor still runs callbacks (a
+    cluster node's goodbyes go through them), then the monitor.
     """
-    async with HeartbeatMonitor(timeout, resolution=resolution) as monitor:
-        hub = PeerHub(monitor)
-        async with anyio.create_task_group() as task_group:
-            mounted = metrics and await task_group.start(
-                partial(run_metrics, hub, transport, host=metrics_host, port=metrics_port)
-            )
-            host, port = await task_group.start(transport.serve, hub)
-            if mounted:
-                log_metrics_url(host, port)
-            url = getattr(transport, "url", None)
-            _logger.info(
-                f"heartbeat_monitor.{transport.name}.serving",
-                host=host,
-                port=port,
-                timeout=timeout,
-                resolution=monitor.tracker.resolution,
-                **({"url": url} if url else {}),
-            )
-            task_status.started((host, port))
+    stopped = anyio.Event()
+    async with anyio.create_task_group() as outer:
+        monitor = await outer.start(_run_monitor, timeout, resolution, stopped)
+        try:
+            hub = PeerHub(monitor)
+            async with anyio.create_task_group() as task_group:
+                mounted = metrics and await task_group.start(
+                    partial(run_metrics, hub, transport, host=metrics_host, port=metrics_port)
+                )
+                host, port = await task_group.start(transport.serve, hub)
+                if mounted:
+                    log_metrics_url(host, port)
+                url = getattr(transport, "url", None)
+                _logger.info(
+                    f"heartbeat_monitor.{transport.name}.serving",
+                    host=host,
+                    port=port,
+                    timeout=timeout,
+                    resolution=monitor.tracker.resolution,
+                    **({"url": url} if url else {}),
+                )
+                task_status.started((host, port))
+        finally:
+            stopped.set()
+
+
+async def _run_monitor(
+    timeout: float,  # noqa: ASYNC109 -- the heartbeat timeout, not a deadline for this call
+    resolution: float | None,
+    stopped: anyio.Event,
+    *,
+    task_status: anyio.abc.TaskStatus[HeartbeatMonitor],
+) -> None:
+    with anyio.CancelScope(shield=True):  # until serve() says so, once the transport stopped
+        async with HeartbeatMonitor(timeout, resolution=resolution) as monitor:
+            task_status.started(monitor)
+            await stopped.wait()
 
 
 async def wait_for_stop(duration: float | None = None) -> int | None:

@@ -35,6 +35,7 @@ from redis import asyncio as aioredis
 from heartbeat_monitor import ConfigurationError, Reason
 from heartbeat_monitor_socketio import SocketIOAdapter
 
+from ._fence import Fence
 from ._keys import MARKER_TTL, ClusterStats, Keys, encode
 from ._manager import ClusterRedisManager
 from ._nodes import Nodes
@@ -71,8 +72,8 @@ class RedisCluster:
 
     __slots__ = (
         "__weakref__",
+        "_fence",
         "_healthy",
-        "_last_good",
         "_listeners_expected",
         "_manager",
         "_nodes",
@@ -124,17 +125,10 @@ class RedisCluster:
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             redis_url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout
         )
-        manager = adapter.sio.manager
-        self._manager = manager if isinstance(manager, ClusterRedisManager) else None
-        if isinstance(manager, ClusterRedisManager):
-            manager.gate = self._all_listening
-            manager.gate_max_wait = max(options.node_timeout, 5.0)  # a dead node never listens
-        else:
-            _logger.warning(
-                "heartbeat_monitor.cluster.local_notifications_only",
-                manager=type(manager).__name__,
-                hint="socketio.AsyncServer(client_manager=ClusterRedisManager(url))",
-            )
+        # A dead node never listens: the outbox waits for all at most max(node_timeout, 5 s).
+        self._manager = ClusterRedisManager.of(
+            adapter.sio, gate=self._all_listening, max_wait=max(options.node_timeout, 5.0)
+        )
         self.stats = ClusterStats()
         self._takeover = Takeover(
             self._redis,
@@ -163,8 +157,12 @@ class RedisCluster:
         #: or (not fencing) after finding that another node declared it dead.
         self._rejoin: Literal["start", "fenced", "declared"] | None = "start"
         self._resync = True
-        #: When the last good sync began (``None``: nothing of ours is in Redis).
-        self._last_good: float | None = None
+        self._fence = Fence(
+            enabled=options.fence,
+            after=options.fence_after,
+            sync_interval=options.sync_interval,
+            fence=self._fenced,
+        )
         self._healthy = True
         self._outage_started: float | None = None
         self._listeners_expected = 0
@@ -211,7 +209,7 @@ class RedisCluster:
         await self._step()
         self._task_group.start_soon(self._sync_loop)
         if self.options.fence:
-            self._task_group.start_soon(self._fence_loop)
+            self._task_group.start_soon(self._fence.run)
         _logger.info(
             "heartbeat_monitor.cluster.started",
             node=self.node_id,
@@ -286,7 +284,7 @@ class RedisCluster:
                 _logger.exception("heartbeat_monitor.cluster.sync_crashed", node=self.node_id)
 
     async def _step(self) -> None:
-        self._check_fence()
+        self._fence.check()
         if self._rejoin is not None:
             await self._rejoin_cluster()
         else:
@@ -311,7 +309,7 @@ class RedisCluster:
         self._own.written(write)
         if self._rejoin is not None:
             return  # fenced while this sync was on its way: rejoin first
-        self._last_good = started
+        self._fence.synced(started)
         if reading:
             *replies, read = replies
         counter, counters, declared_dead = replies[-3:]
@@ -334,7 +332,7 @@ class RedisCluster:
         if declared_dead:
             # Another node ended us (we were silent too long): our peers were announced.
             if self.options.fence:
-                self._fence("declared dead by another node")
+                self._fenced("declared dead by another node")
             else:
                 self._rejoin = "declared"  # keep serving them, and join again
                 _logger.warning("heartbeat_monitor.cluster.declared_dead_rejoining", node=me)
@@ -392,32 +390,11 @@ class RedisCluster:
 
     # -- fencing and (re)joining -----------------------------------------------------------
 
-    async def _fence_loop(self) -> None:
-        """Fence this node on time, even while a sync hangs (each is bounded by op_timeout)."""
-        while True:
-            last = self._last_good
-            if last is None or self._rejoin is not None:
-                await anyio.sleep(self.options.sync_interval)
-                continue
-            delay = last + self.options.fence_after - time.monotonic()
-            if delay > 0:
-                await anyio.sleep(delay)
-            else:
-                self._check_fence()
-
-    def _check_fence(self) -> None:
-        last = self._last_good
-        if not self.options.fence or last is None or self._rejoin is not None:
-            return
-        silent = time.monotonic() - last
-        if silent >= self.options.fence_after:
-            self._fence(f"no good sync for {silent:.3f} s")
-
-    def _fence(self, why: str) -> None:
+    def _fenced(self, why: str) -> None:
         """Stop claiming this node's peers: disconnect them; their departure waits for Redis."""
         peers = self._own.fence()
         self._rejoin = "fenced"
-        self._last_good = None
+        self._fence.disarm()
         self.stats.fences += 1
         _logger.warning("heartbeat_monitor.cluster.fenced", node=self.node_id, why=why, peers=peers)
         self.hub.close_all(Reason.NODE_ISOLATED, notify=False)
@@ -463,18 +440,7 @@ class RedisCluster:
     # -- presence over Socket.IO -----------------------------------------------------------
 
     async def _answer_presence(self, sid: str, *args: Any) -> dict[str, Any]:
-        try:
-            where = await self.presence()
-        except Exception as exc:
-            _logger.error(
-                "heartbeat_monitor.cluster.presence_failed", node=self.node_id, error=repr(exc)
-            )
-            return {"node": self.node_id, "error": "redis unavailable"}
-        return {
-            "node": self.node_id,
-            "nodes": self.nodes(),
-            "peers": [[peer, sorted(nodes)] for peer, nodes in where.items()],
-        }
+        return await self._nodes.answer(self.nodes())
 
     def __repr__(self) -> str:
         return (

@@ -84,6 +84,23 @@ class ClusterRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self.publish_failures = 0
         self.dropped = 0
 
+    @classmethod
+    def of(
+        cls, sio: socketio.AsyncServer, *, gate: Callable[[], Awaitable[bool]], max_wait: float
+    ) -> ClusterRedisManager | None:
+        """``sio``'s client manager, given ``gate`` (``None``, logged, if it is not one of ours)."""
+        manager = sio.manager
+        if isinstance(manager, cls):
+            manager.gate = gate
+            manager.gate_max_wait = max_wait
+            return manager
+        _logger.warning(
+            "heartbeat_monitor.cluster.local_notifications_only",
+            manager=type(manager).__name__,
+            hint="socketio.AsyncServer(client_manager=ClusterRedisManager(url))",
+        )
+        return None
+
     @property
     def pending(self) -> int:
         """Events waiting in the outbox for Redis to come back."""

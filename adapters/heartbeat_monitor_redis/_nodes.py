@@ -187,6 +187,21 @@ class Nodes:
         self.stats.commands += len(nodes)
         return frozenset(node for node, found in zip(nodes, replies, strict=True) if found)
 
+    async def answer(self, nodes: list[str]) -> dict[str, Any]:
+        """The ``presence`` event's acknowledgement: who is alive where, as JSON."""
+        try:
+            where = await self.presence(nodes)
+        except Exception as exc:
+            _logger.error(
+                "heartbeat_monitor.cluster.presence_failed", node=self.node_id, error=repr(exc)
+            )
+            return {"node": self.node_id, "error": "redis unavailable"}
+        return {
+            "node": self.node_id,
+            "nodes": nodes,
+            "peers": [[peer, sorted(found)] for peer, found in where.items()],
+        }
+
     def forget(self, node: str) -> None:
         self._seen.pop(node, None)
         self._missing.discard(node)

@@ -239,13 +239,9 @@ class SocketIOAdapter:
     ) -> None:
         """End every peer of this adapter with ``reason``, disconnect them, refuse new ones.
 
-        On one server everyone is leaving, so by default the others are not told
-        (N - 1 messages to each of N clients); ``notify=True`` tells them. The
-        default is ``True`` when the server's client manager is a pub/sub one
-        (``AsyncRedisManager``, ...): other processes' clients remain.
+        Tell the others (``notify``) by default only if other processes' clients remain.
         """
-        if notify is None:
-            notify = isinstance(self._sio.manager, AsyncPubSubManager)
+        notify = isinstance(self._sio.manager, AsyncPubSubManager) if notify is None else notify
         self._outbox.closing = True
         sids = [sid for sid, link in self._links.items() if not link.ended]
         self.hub.close_all(reason, transport="socketio", notify=notify)
