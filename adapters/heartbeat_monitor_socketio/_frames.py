@@ -34,7 +34,7 @@ from heartbeat_monitor import PeerHub
 
 from . import _internals
 from ._connection import Outbox
-from ._limits import limit_attachments
+from ._limits import install_limits
 
 __all__ = ("FrameGuard", "diagnose", "heartbeat_packets", "json_type", "opening", "request_sid")
 
@@ -135,7 +135,7 @@ class FrameGuard:
             on_connect=self.wrap_connect,
             on_request=self.wrap_request,
         )
-        limit_attachments(sio, self.refuse)  # outermost: binary attachment piles (_limits.py)
+        install_limits(sio, self.refuse, request_sid)  # outermost: _limits.py
 
     async def refuse(
         self, reason: str, *, sid: str | None = None, eio_sid: str | None = None
@@ -193,8 +193,10 @@ class FrameGuard:
                 return await original(*args, **kwargs)
             except ValueError as exc:  # python-engineio's packet decoding (int(), base64, empty)
                 eio_sid = request_sid(args)
-                if not _internals.transport_open(self.sio, eio_sid=eio_sid):
+                if eio_sid is None:
                     raise
+                if not _internals.transport_open(self.sio, eio_sid=eio_sid):
+                    return None  # refused or closed already: a late bad frame changes nothing
                 reason = f"malformed: not an engine.io packet ({exc})"
                 await self.refuse(reason[:200], eio_sid=eio_sid)
                 return None  # refused and logged: no traceback per bad client

@@ -16,6 +16,11 @@ these checks run first) and refuses, before python-socketio sees the frame:
 
 * a header announcing more than ``max_attachments`` (10, as socket.io-parser's
   ``maxAttachments``): ``oversized: a packet announcing N binary attachments > 10``;
+* a header announcing none (``50-[...]``, or no count at all): python-socketio
+  would keep it pending for ever and fail on every later frame of that
+  connection: ``malformed: a binary packet announcing no attachments``;
+* a header for a namespace the connection has not joined (python-socketio raises
+  a bare ``ValueError`` there, logged as a traceback): ``malformed``;
 * a frame that would take the attachments buffered for one packet over
   ``max_buffered`` bytes (engine.io's ``max_http_buffer_size``, 1,000,000 by
   default: one packet's attachments together may be no larger than one frame):
@@ -23,7 +28,13 @@ these checks run first) and refuses, before python-socketio sees the frame:
   packet is dropped from ``_binary_packet`` first, so its memory is freed at
   once, whatever the refusal does next.
 
-A refusal goes to ``refuse(reason, eio_sid=...)`` (the adapter's, which ends
+A websocket text frame whose engine.io packet type is not 0-6 (python-engineio
+would log a traceback for each and keep the connection) is refused as
+``malformed`` (:func:`limit_packet_types`, on the ASGI ``receive``).
+
+Frames that arrive on a connection already refused or closing are dropped
+unread (python-socketio would fail on them: the connection is gone from its
+namespaces). A refusal goes to ``refuse(reason, eio_sid=...)`` (the adapter's, which ends
 that connection as ``refused: oversized: ...``, counted and logged paced). A
 connection can buffer at most one packet at a time (python-socketio keys the
 pending packet by connection), so memory per connection is bounded by
@@ -53,8 +64,19 @@ from typing import Any, Final
 import socketio
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-__all__ = ("MAX_ATTACHMENTS", "IdleClosingHTTP", "announced_attachments", "limit_attachments")
+from ._internals import transport_open
 
+__all__ = (
+    "MAX_ATTACHMENTS",
+    "IdleClosingHTTP",
+    "announced_attachments",
+    "install_limits",
+    "limit_attachments",
+    "limit_packet_types",
+)
+
+#: engine.io packet types a client may send in a text frame (open .. noop).
+_EIO_TYPES: Final = frozenset("0123456")
 #: Most binary attachments one packet may announce (socket.io-parser's default).
 MAX_ATTACHMENTS: Final = 10
 _BINARY_TYPES: Final = ("5", "6")  # BINARY_EVENT, BINARY_ACK
@@ -62,17 +84,69 @@ _BINARY_TYPES: Final = ("5", "6")  # BINARY_EVENT, BINARY_ACK
 Refuse = Callable[..., Awaitable[Any]]
 
 
-def announced_attachments(frame: str) -> int:
-    """How many binary frames a Socket.IO text packet announces (0 for a non-binary one).
+def announced_attachments(frame: str) -> int | None:
+    """How many binary frames a Socket.IO text packet announces (``None``: not a binary one).
 
     As python-socketio reads it: digits between the packet type and the first
-    ``-`` (at most ten of them, more is not a count).
+    ``-`` (at most ten of them, more is not a count); none is 0.
     """
     if frame[:1] not in _BINARY_TYPES:
-        return 0
+        return None
     dash = frame.find("-", 1, 12)
     digits = frame[1:dash] if dash > 1 else ""
     return int(digits) if digits.isdigit() else 0
+
+
+def install_limits(
+    sio: socketio.AsyncServer, refuse: Refuse, request_sid: Callable[[tuple[Any, ...]], str | None]
+) -> None:
+    """Every limit of this module on ``sio``; ``request_sid(args)``: a request's engine.io sid."""
+    limit_attachments(sio, refuse)
+    limit_packet_types(sio, refuse, request_sid)
+
+
+def limit_packet_types(
+    sio: socketio.AsyncServer, refuse: Refuse, request_sid: Callable[[tuple[Any, ...]], str | None]
+) -> None:
+    """Refuse a websocket text frame whose engine.io packet type is not 0-6.
+
+    python-engineio decodes ``"7..."`` .. ``"9..."`` as packet types 7-9, then fails
+    formatting its own log line for them: a traceback per frame, connection kept.
+    Checked on the ASGI ``receive`` of each websocket request (``handle_request``
+    is wrapped): the sender is refused (``malformed``) and engine.io is told the
+    websocket ended.
+    """
+    eio = sio.eio
+    original: Callable[..., Awaitable[Any]] = eio.handle_request
+
+    async def handle_request(*args: Any, **kwargs: Any) -> Any:
+        scope = args[0] if args else None
+        if len(args) < 2 or not isinstance(scope, dict) or scope.get("type") != "websocket":
+            return await original(*args, **kwargs)
+        receive: Callable[[], Awaitable[dict[str, Any]]] = args[1]
+
+        async def checked() -> dict[str, Any]:
+            event = await receive()
+            text = event.get("text") if event.get("type") == "websocket.receive" else None
+            if text and text[0] not in _EIO_TYPES:
+                reason = f"malformed: not an engine.io packet (type {text[0]!r})"
+                await refuse(reason, eio_sid=request_sid(args))
+                return {"type": "websocket.disconnect", "code": 1002}
+            return event
+
+        return await original(scope, checked, *args[2:], **kwargs)
+
+    eio.handle_request = handle_request
+
+
+def _joined(sio: socketio.AsyncServer, eio_sid: str, header: str) -> bool:
+    """Whether the connection has joined the namespace of this binary header (python-socketio
+    raises a bare ``ValueError`` otherwise). A header it cannot decode: left to it."""
+    try:
+        namespace = sio.packet_class(encoded_packet=header).namespace or "/"
+    except Exception:  # python-socketio raises ValueError, TypeError, ...
+        return True
+    return sio.manager.sid_from_eio_sid(eio_sid, namespace) is not None
 
 
 def limit_attachments(
@@ -89,6 +163,8 @@ def limit_attachments(
     original: Callable[[str, str | bytes], Awaitable[Any]] = eio.handlers["message"]
 
     async def on_message(eio_sid: str, data: str | bytes) -> Any:
+        if not transport_open(sio, eio_sid=eio_sid):
+            return None  # refused or closing already: its late frames change nothing
         packet = pending.get(eio_sid)
         if packet is not None:  # this frame is an attachment (python-socketio takes any)
             buffered = len(data) + sum(map(len, packet.attachments))
@@ -96,11 +172,16 @@ def limit_attachments(
                 del pending[eio_sid]  # free what was buffered, now
                 reason = f"oversized: binary attachments of one packet over {limit} bytes"
                 return await refuse(reason, eio_sid=eio_sid)
-        elif isinstance(data, str):
-            count = announced_attachments(data)
+        elif isinstance(data, str) and (count := announced_attachments(data)) is not None:
             if count > max_attachments:
                 reason = f"oversized: a packet announcing {count} binary attachments"
                 return await refuse(f"{reason} > {max_attachments}", eio_sid=eio_sid)
+            if count == 0:  # python-socketio would wait for none and choke on every later frame
+                reason = "malformed: a binary packet announcing no attachments"
+                return await refuse(reason, eio_sid=eio_sid)
+            if not _joined(sio, eio_sid, data):
+                reason = "malformed: a binary packet for a namespace it has not joined"
+                return await refuse(reason, eio_sid=eio_sid)
         return await original(eio_sid, data)
 
     eio.on("message", on_message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import weakref
 from typing import Any
 
@@ -63,6 +64,8 @@ def test_the_announced_count_is_the_one_python_socketio_reads(frame):
         return
     if frame[:1] in ("5", "6"):
         assert announced_attachments(frame) == expected
+    else:
+        assert announced_attachments(frame) is None
 
 
 def _attachments(live, eio_sid: str) -> int:
@@ -72,9 +75,11 @@ def _attachments(live, eio_sid: str) -> int:
 
 async def _refusal(live, sid: str, logs: list[Any]) -> str:
     """The logged reason of the one refusal that ended ``sid``; nothing else was touched."""
-    assert await live.wait_gone(1) == [(sid, "refused: oversized")]
+    (gone,) = await live.wait_gone(1)
     (refusal,) = [log for log in logs if log["event"].endswith("peer_refused")]
-    assert live.adapter.hub.refused["oversized"] == 1
+    kind = refusal["reason"].partition(":")[0]
+    assert gone == (sid, f"refused: {kind}")
+    assert live.adapter.hub.refused == {kind: 1}
     assert all(client.sio.connected for client in live.clients)
     return str(refusal["reason"])
 
@@ -159,3 +164,38 @@ async def test_uvicorn_closes_a_connection_that_never_sends_a_request(anyio_back
                     with pytest.raises(anyio.EndOfStream):
                         await stream.receive()  # closed by the server, not by us
             server.should_exit = True
+
+
+NO_ATTACHMENTS = "a binary packet announcing no attachments"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (
+            "450-" + json.dumps(["heartbeat", PLACEHOLDER]),
+            "a binary packet announcing no attachments",
+        ),
+        ("45" + json.dumps(["heartbeat"]), "a binary packet announcing no attachments"),
+        (
+            "451-/elsewhere," + json.dumps(["heartbeat", PLACEHOLDER]),
+            "a binary packet for a namespace it has not joined",
+        ),
+        ("7", "not an engine.io packet (type '7')"),
+    ],
+)
+async def test_frames_python_socketio_or_engineio_would_choke_on_are_refused(
+    anyio_backend, start_server, caplog, frame, reason
+):
+    """Found by the fuzzer: each made python-socketio or python-engineio log a traceback (for
+    every later frame too, for the first two) and keep the connection."""
+    live = await start_server(interval=0.5, misses=4)
+    await live.client()  # a bystander
+    raw, sid, eio_sid = await _connected(live)
+    with capture_logs() as logs, caplog.at_level(logging.ERROR):
+        await raw.send(frame)
+        assert await _refusal(live, sid, logs) == f"malformed: {reason}"
+    assert [record.getMessage() for record in caplog.records] == []
+    assert eio_sid not in live.sio._binary_packet
+    await raw.close()
