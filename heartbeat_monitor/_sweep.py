@@ -35,12 +35,17 @@ __all__ = ("CHUNK", "BeatTable")
 
 #: Entries one step of a sweep examines at most (~0.1-0.5 ms of work).
 CHUNK = 8192
+#: At the end of a window, dicts this small are merged in one C call (~1 ms at most).
+_MERGE_AT_ONCE = 32768
+#: A sweep call stops once it listed this many peers (placing one in the wheel costs
+#: ~0.5 us: a mass silence must not make one call place a whole chunk).
+_LISTED = 1024
 #: Silences sampled at the start of a sweep to tune its reach.
 _SAMPLE = 1024
 #: What watching a peer in the wheel costs, in sweep entries (~1.5 us vs ~50 ns, measured).
 _WATCH_COST = 30.0
 
-_lt = operator.lt
+_lt, _add = operator.lt, operator.add
 
 
 @final
@@ -55,6 +60,7 @@ class BeatTable:
     """
 
     __slots__ = (
+        "_chunk",
         "_duration",
         "_first",
         "_keys",
@@ -83,7 +89,8 @@ class BeatTable:
         #: Where beats go: ``base``, or during a window the peers beaten or tracked since.
         self.last = self.base
         #: During a window: keys of ``base`` untracked since it opened (``None``: no window).
-        self.gone: set[Hashable] | None = None
+        #: (A dict used as a set: a str -> None dict is invisible to the garbage collector.)
+        self.gone: dict[Hashable, None] | None = None
         #: During a window: how many keys of ``last`` are not in ``base``.
         self.joined = 0
         self.margin = resolution
@@ -92,6 +99,7 @@ class BeatTable:
         self.sweep_at: float | None = None
         self._first = 0.0
         self._duration = 0.0
+        self._chunk = CHUNK
         self._keys: Iterator[Hashable] | None = None
         self._values: Iterator[float] = iter(())
         self._left = 0
@@ -130,7 +138,7 @@ class BeatTable:
             last = self.last
             if key not in last:
                 if key in self.base:
-                    gone.discard(key)
+                    gone.pop(key, None)
                 else:
                     self.joined += 1
             last[key] = when
@@ -149,12 +157,12 @@ class BeatTable:
         in_base = key in self.base
         if self.last.pop(key, None) is not None:
             if in_base:
-                gone.add(key)
+                gone[key] = None
             else:
                 self.joined -= 1
             return True
         if in_base and key not in gone:
-            gone.add(key)
+            gone[key] = None
             return True
         return False
 
@@ -180,12 +188,12 @@ class BeatTable:
     @property
     def sweeping(self) -> bool:
         """Whether a sweep is under way (it resumes at the next call of :meth:`sweep`)."""
-        return self._keys is not None
+        return self.gone is not None
 
     def cover(self) -> float | None:
         """A peer whose check deadline is at or after this needs no watching: a sweep lists it
         in time. ``None``: no sweep will (sweeps are off, or nobody is tracked)."""
-        if self._keys is not None:
+        if self.gone is not None:
             assert self.span is not None
             return self._first + self.span - self.reach + self.margin
         if self.sweep_at is None:
@@ -198,43 +206,60 @@ class BeatTable:
         """Sweep on, examining at most ``budget`` entries.
 
         Returns how many entries it examined, and the peers it listed (silent for
-        more than ``reach - margin`` seconds as of ``now``) with their last beats.
-        ``out_of_time`` (if given) is asked after each chunk.
+        more than ``reach - margin`` seconds as of ``now``) with their check
+        deadlines (last beat + ``span``). ``out_of_time`` (if given) is asked
+        after each chunk; with it, a call also stops once it listed ``_LISTED``.
         """
         span = self.span
         assert span is not None
-        if self._keys is None:
+        if self._keys is None and self.gone is None:
             base = self.base
             if not base:
                 self.sweep_at = None
                 return 0, [], []
             self._tune(now, span)
             self._first = now
+            self._chunk = _LISTED  # grows to CHUNK after a chunk that lists few
             self._left = len(base)
             self._keys = iter(base)
             self._values = iter(base.values())
-            done_now = budget >= self._left and (out_of_time is None or self._left <= CHUNK)
+            # One call sweeps it all (no window) only if nothing can stop it half-way.
+            done_now = budget >= self._left and (out_of_time is None or self._left <= self._chunk)
             if not done_now:
-                self.gone = set()  # a window: the rest of this sweep runs in later calls
+                self.gone = {}  # a window: the rest of this sweep runs in later calls
                 self.last = {}
         keys: list[Hashable] = []
         examined = 0
         cut = now + self.margin - self.reach
         swept, swept_values = self._keys, self._values
-        while self._left and examined < budget:
-            size = int(min(CHUNK, self._left, budget - examined))
+        while swept is not None and self._left and examined < budget:
+            size = int(min(self._chunk, self._left, budget - examined))
+            before = len(keys)
             # Each key and each value is touched once; the few listed are looked up again.
             keys += compress(islice(swept, size), map(_lt, islice(swept_values, size), repeat(cut)))
             examined += size
             self._left -= size
-            if out_of_time is not None and out_of_time():
+            # About _LISTED listed per chunk: small chunks where many are silent at once.
+            self._chunk = max(64, min(CHUNK, size * _LISTED // (len(keys) - before + 1)))
+            if out_of_time is not None and (out_of_time() or len(keys) >= _LISTED):
                 break
+        assert self.gone is not None or not self._left, "a sweep left half-way needs a window"
         values = list(map(self.base.__getitem__, keys))
         if self.gone is not None:
             self._fresher(keys, values, cut)
-        if not self._left:
-            self._close(now, span)
-        return examined, keys, values
+        if swept is not None and not self._left:
+            self._keys = None  # every entry examined
+            self._values = iter(())
+            self._duration = now - self._first
+        merging = self._keys is None and self.gone is not None and examined < budget
+        if merging and (out_of_time is None or not out_of_time()):
+            examined += self._merge(budget - examined, out_of_time)
+        if self._keys is None and self.gone is None:
+            # Every peer not listed beat after ``first + margin - reach``: its deadline is at
+            # or after ``first + span - reach + margin``, so the next sweep, done within its
+            # margin of starting then, lists it in time.
+            self.sweep_at = self._first + span - self.reach if self.base else None
+        return examined, keys, list(map(_add, values, repeat(span)))
 
     def _fresher(self, keys: list[Hashable], values: list[float], cut: float) -> None:
         """In a window: drop listed peers untracked since it opened, or that beat since."""
@@ -255,23 +280,30 @@ class BeatTable:
             kept += 1
         del keys[kept:], values[kept:]
 
-    def _close(self, now: float, span: float) -> None:
-        self._keys = None
-        self._values = iter(())
-        gone = self.gone
-        if gone is not None:
-            base = self.base
-            for key in gone:
-                del base[key]
-            base.update(self.last)
+    def _merge(self, budget: float, out_of_time: Callable[[], bool] | None) -> int:
+        """End the window, a chunk at a time: what was untracked leaves ``base``, what beat or
+        was tracked moves in; returns the entries moved. The table reads right throughout."""
+        gone, base, last = self.gone, self.base, self.last
+        assert gone is not None
+        moved = 0
+        while (gone or len(last) > _MERGE_AT_ONCE) and moved < budget:
+            for _ in range(int(min(CHUNK, budget - moved, len(gone) or len(last)))):
+                if gone:
+                    del base[gone.popitem()[0]]
+                else:
+                    key, value = last.popitem()
+                    if key not in base:
+                        self.joined -= 1
+                    base[key] = value
+                moved += 1
+            if out_of_time is not None and out_of_time():
+                return moved
+        if not gone and len(last) <= _MERGE_AT_ONCE:
+            base.update(last)  # one C call
             self.last = base
             self.gone = None
             self.joined = 0
-        self._duration = now - self._first
-        # Every peer not listed beat after ``first + margin - reach``: its deadline is at or
-        # after ``first + span - reach + margin``, so the next sweep, done within its margin
-        # of starting then, lists it in time.
-        self.sweep_at = self._first + span - self.reach if self.base else None
+        return moved
 
     def _clamp(self, reach: float) -> float:
         assert self.span is not None

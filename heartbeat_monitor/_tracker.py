@@ -29,10 +29,10 @@ deadline it expires; otherwise it leaves the watch if the sweeps cover it
 Invariants
 ----------
 
-1. Every tracked peer is in the table; a watched one also in ``watch``, and its
-   bucket comes due within one resolution after its deadline when placed
-   (deadlines only move later; ``track`` or a beat that moves one earlier
-   places the peer again). Stale bucket entries are told by ``watch``.
+1. Every tracked peer is in the table; a watched one also maps to the tick of
+   its bucket, which comes due within one resolution after its deadline when
+   placed (deadlines only move later; ``track`` or a beat that moves one earlier
+   places the peer again). Stale bucket entries are told by that map.
 2. An unwatched peer has the default fixed timeout, is no suspect, and its
    check deadline is at or after the next sweep's start plus its ``margin``:
    a sweep that does not list a peer leaves it so, and a new peer is so. A
@@ -72,7 +72,7 @@ from ._policy import History, MissedBeats, Policy, as_policy
 from ._storm import StormBrake
 from ._sweep import BeatTable
 from ._validate import fraction, positive
-from ._wheel import Wheel
+from ._wheel import SHARDS, Wheel
 
 __all__ = ("DEFAULT_RESOLUTION_FRACTION", "LivenessTracker")
 
@@ -254,7 +254,7 @@ class LivenessTracker:
             self._recover(key, now)
         wheel = self._wheel
         check = now + peer_timeout * (self._suspect or 1.0)
-        current = wheel.watch.get(key)
+        current = wheel.tick_of(key)
         # A watched peer placed no later than its new check stays where it is (the lazy
         # check re-places it); an unwatched default peer is covered by the sweeps.
         if (current is None and pinned) or (
@@ -284,7 +284,7 @@ class LivenessTracker:
         )
         check = now + timeout * (self._suspect or 1.0)
         wheel = self._wheel
-        if wheel.tick_after(check) < wheel.watch[key]:
+        if wheel.tick_after(check) < wheel.tick_of(key):  # type: ignore[operator]
             wheel.place(key, check)
         return True
 
@@ -303,7 +303,7 @@ class LivenessTracker:
         return True
 
     def _forget(self, key: Hashable) -> None:
-        self._wheel.watch.pop(key, None)
+        self._wheel.unwatch(key)
         if self._timeouts:
             self._timeouts.pop(key, None)
         if self._histories:
@@ -352,12 +352,12 @@ class LivenessTracker:
     def is_watched(self, key: Hashable) -> bool:
         """Whether ``key`` is in the per-peer wheel now (a sweep listed it, or it has a
         timeout or history of its own, or is a suspect); healthy peers are not."""
-        return key in self._wheel.watch
+        return self._wheel.tick_of(key) is not None
 
     @property
     def watched(self) -> int:
         """How many tracked peers are in the per-peer wheel now."""
-        return len(self._wheel.watch)
+        return len(self._wheel)
 
     @property
     def storm(self) -> bool:
@@ -425,9 +425,9 @@ class LivenessTracker:
         table = self._table
         out_of_time = None if max_time is None else (lambda: cpu() > stop_at)
         while table.sweep_at is not None and now >= table.sweep_at and budget > 0:
-            examined, listed, lasts = table.sweep(now, budget, out_of_time)
+            examined, listed, deadlines = table.sweep(now, budget, out_of_time)
             budget -= examined
-            self._watch_listed(listed, lasts)
+            self._wheel.place_many(listed, deadlines)  # pinned peers and suspects: already
             if table.sweeping or (out_of_time is not None and out_of_time()):
                 break  # part-way: the next poll resumes it (next_deadline() says so)
         if budget > 0:  # even out of time: it does 63 entries before it looks at the time
@@ -438,16 +438,6 @@ class LivenessTracker:
 
     # -- the watch ---------------------------------------------------------------------------
 
-    def _watch_listed(self, listed: list[Hashable], lasts: list[float]) -> None:
-        """Watch the peers a sweep listed, at their check deadline (default peers only)."""
-        watch = self._wheel.watch
-        place = self._wheel.place
-        span = self._table.span
-        assert span is not None or not listed
-        for key, last in zip(listed, lasts, strict=True):
-            if key not in watch:  # pinned peers and suspects are watched already
-                place(key, last + span)  # type: ignore[operator]
-
     def _check(self, now: float, budget: float, stop_at: float, events: list[Event]) -> None:
         """Check the watched peers whose bucket is due, at most ``budget`` of them."""
         cpu = time.thread_time
@@ -456,7 +446,7 @@ class LivenessTracker:
         place = wheel.place
         # Outside a sweep window the table is one dict (a window neither opens nor closes here).
         last_of = table.base.__getitem__ if table.gone is None else table.get
-        watch = wheel.watch
+        shards, mask = wheel.shards, SHARDS - 1
         timeouts = self._timeouts
         histories = self._histories
         suspects = self._suspects
@@ -475,13 +465,14 @@ class LivenessTracker:
             if bucket is None:
                 break
             tick = bucket.tick
-            while bucket and budget > 0:
+            while budget > 0 and (entries := bucket.next_keys()):
                 budget -= 1
                 examined += 1
                 if not examined & 63 and cpu() > stop_at:
                     budget = 0  # out of time: this entry and the rest wait for the next call
                     break
-                key = bucket.pop()
+                key = entries.pop()
+                watch = shards[hash(key) & mask]
                 if watch.get(key) != tick:
                     continue  # stale: untracked, expired or placed elsewhere since
                 last: float = last_of(key)  # type: ignore[assignment]
@@ -531,7 +522,7 @@ class LivenessTracker:
                         self._hold(key, now)
                     else:
                         self._expire(key, last, deadline, now, events)
-            if not bucket:
+            if not bucket.keys and not bucket.batches:
                 wheel.current = None
 
     def _expire(
