@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterable
+from typing import Any
 
 import anyio
 import pytest
@@ -440,3 +441,38 @@ async def test_node_that_dies_just_before_redis_restarts_empty_is_still_announce
     await assert_no_more([watcher], 3)
     assert n1.cluster.nodes() == ["n1"]
     assert n1.cluster.stats.nodes_ended == 1
+
+
+async def test_a_gap_in_a_nodes_changes_is_mended_by_a_full_read(
+    start_member: StartMember, redis_server: RedisServer
+) -> None:
+    n1 = await start_member("n1")
+    n2 = await start_member("n2")
+    first = [await n2.client(), await n2.client()]
+
+    async def n1_knows(clients: list[Client]) -> bool:
+        return n1.cluster.last_known("n2") == {client.sid for client in clients}
+
+    await until(lambda: n1_knows(first))
+    reads = n1.cluster.stats.full_reads
+    # An entry that skips a number (as if one had been trimmed away unread), claiming a peer
+    # n2 does not have: n1 must not trust it, and reads n2's presence in full instead.
+    changes = n1.cluster.prefix + "changes:n2"
+    redis = await redis_server.client()
+    try:
+        entries: Any = await redis.xrevrange(changes, count=1)
+        [(_, last)] = entries
+        seq = json.loads(last[b"d"])["seq"]
+        entry = {"seq": seq + 2, "reset": False, "set": {json.dumps("ghost"): "[]"}, "del": []}
+        await redis.xadd(changes, {"d": json.dumps(entry)})
+    finally:
+        await redis.aclose()
+    await until(lambda: _more_full_reads(n1.cluster, reads))
+    assert "ghost" not in n1.cluster.last_known("n2")
+    later = await n2.client()
+    await until(lambda: n1_knows([*first, later]))
+    assert "ghost" not in n1.cluster.last_known("n2")
+
+
+async def _more_full_reads(cluster: RedisCluster, than: int) -> bool:
+    return cluster.stats.full_reads > than
