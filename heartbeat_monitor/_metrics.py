@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, final
 
@@ -43,7 +43,16 @@ from ._errors import ConfigurationError
 from ._events import Expired, Stalled
 from ._hub import PeerHub
 from ._monitor import HeartbeatMonitor
-from ._prometheus import DETECTION_BUCKETS, LAG_BUCKETS, Histogram, families, prometheus_client
+from ._prometheus import (
+    DETECTION_BUCKETS,
+    LAG_BUCKETS,
+    Figure,
+    Histogram,
+    cluster_nodes,
+    families,
+    prometheus_client,
+    read_figures,
+)
 from ._validate import positive
 
 if TYPE_CHECKING:
@@ -168,8 +177,8 @@ class Metrics:
         self.history: deque[tuple[float, float, float | None]] = deque(maxlen=history)
         #: Wall-clock time this object was made (for uptime).
         self.started = time.time()
-        #: Counters of other parts (presence, a cluster): name -> a function reading it.
-        self._sources: dict[str, Any] = {}
+        #: Figures of other parts (presence, a cluster): name -> (kind, read, label).
+        self._sources: dict[str, tuple[str, Any, str | None]] = {}
         self._expired = 0
         self._deadlines: dict[tuple[Hashable, int], float] = {}
         self._announced: dict[tuple[Hashable, int], tuple[float, _Departure]] = {}
@@ -250,17 +259,38 @@ class Metrics:
                 await self._changed.wait()
         return self._version
 
-    # -- counters of other parts -----------------------------------------------------------
+    # -- figures of other parts ------------------------------------------------------------
 
-    def add_counter(self, name: str, read: Any) -> None:
+    def add_counter(self, name: str, read: Callable[[], int]) -> None:
         """Expose ``read()`` (an int that only grows) as ``heartbeat_monitor_<name>_total``.
 
         For parts that keep their own counters (presence: ``presence_diffs``,
         ``notices_sent``); read at scrape time, like everything here.
         """
+        self._add("counter", name, read, None)
+
+    def add_gauge(
+        self, name: str, read: Callable[[], float | Mapping[str, float]], *, label: str = ""
+    ) -> None:
+        """Expose ``read()`` as the gauge ``heartbeat_monitor_<name>``.
+
+        With ``label``, ``read()`` returns ``{label value: number}`` (never a peer id).
+        """
+        self._add("gauge", name, read, label or None)
+
+    def watch_cluster(self, cluster: Any) -> None:
+        """``heartbeat_monitor_cluster_nodes{state="alive|fenced"}`` of a ``RedisCluster`` (or
+        of a function returning it, ``None`` while there is none): see :func:`cluster_nodes`."""
+        self.add_gauge("cluster_nodes", cluster_nodes(cluster), label="state")
+
+    def _add(self, kind: str, name: str, read: Any, label: str | None) -> None:
         if not name.isidentifier() or not callable(read):
-            raise ConfigurationError(f"add_counter needs a name and a callable, not {name!r}")
-        self._sources[name] = read
+            raise ConfigurationError(f"add_{kind} needs a name and a callable, not {name!r}")
+        self._sources[name] = (kind, read, label)
+
+    def figures(self) -> dict[str, Figure]:
+        """What :meth:`add_counter` and :meth:`add_gauge` added, read now: name -> figure."""
+        return read_figures(self._sources)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -294,16 +324,6 @@ class Metrics:
         """Refusals of bad input so far, by kind."""
         return self.hub.refused if self.hub is not None else {}
 
-    def counters(self) -> dict[str, int]:
-        """The counters added with :meth:`add_counter`, read now."""
-        out = {}
-        for name, read in self._sources.items():
-            try:
-                out[name] = int(read())
-            except Exception:
-                _logger.exception("heartbeat_monitor.metrics.counter_failed", counter=name)
-        return out
-
     def snapshot(self) -> dict[str, object]:
         """Every figure, as the status page and ``/status.json`` show it."""
         monitor = self.monitor
@@ -326,7 +346,7 @@ class Metrics:
             "storm_active": tracker.storm,
             "self_pauses": self.self_pauses,
             "callback_failures": monitor.runner.failures,
-            "counters": self.counters(),
+            "figures": {name: figure.value for name, figure in self.figures().items()},
             "departures": [departure.as_dict() for departure in self.departures],
             "history": {
                 "interval": self.sample_interval,

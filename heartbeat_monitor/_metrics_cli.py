@@ -73,9 +73,11 @@ async def run_metrics(
     The app is mounted on ``transport`` when it serves HTTP itself (it has an
     ``other_asgi_app`` attribute, read when it starts: Socket.IO) and ``port`` is
     ``None``; else it is served on ``host:port``. ``started`` with whether it was
-    mounted; call this before starting the transport.
+    mounted; call this before starting the transport. A transport that runs a
+    Redis cluster node exposes it as ``cluster``: its nodes are counted too.
     """
     metrics = Metrics(hub)
+    metrics.watch_cluster(lambda: getattr(transport, "cluster", None))  # serve --redis-url
     async with anyio.create_task_group() as task_group:
         await task_group.start(metrics.run)
         app = metrics.app()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
+
+import structlog
 
 from ._errors import ConfigurationError
 
@@ -24,10 +26,15 @@ __all__ = (
     "DETECTION_BUCKETS",
     "INSTALL_HINT",
     "LAG_BUCKETS",
+    "Figure",
     "Histogram",
+    "cluster_nodes",
     "families",
     "prometheus_client",
+    "read_figures",
 )
+
+_logger = structlog.get_logger("heartbeat_monitor")
 
 #: Default buckets of ``heartbeat_monitor_detection_latency_seconds`` (seconds past the deadline).
 DETECTION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,6 +79,41 @@ class Histogram:
             "sum": self.sum,
             "buckets": [["+Inf" if math.isinf(le) else le, n] for le, n in self.cumulative()],
         }
+
+
+class Figure(NamedTuple):
+    """A figure another part keeps (presence, a cluster), as read at scrape time."""
+
+    kind: str  #: ``counter`` or ``gauge``
+    label: str | None  #: the label's name when ``value`` is a dict
+    value: float | dict[str, float]
+
+
+def read_figures(sources: Mapping[str, tuple[str, Any, str | None]]) -> dict[str, Figure]:
+    """Read every added figure now; one that fails is logged and left out."""
+    out: dict[str, Figure] = {}
+    for name, (kind, read, label) in sources.items():
+        try:
+            value = read()
+            out[name] = Figure(kind, label, dict(value) if label else float(value))
+        except Exception:
+            _logger.exception("heartbeat_monitor.metrics.figure_failed", figure=name)
+    return out
+
+
+def cluster_nodes(cluster: Any) -> Callable[[], dict[str, float]]:
+    """A reader of a Redis cluster node's view (``cluster``, or a function returning it):
+    ``alive``, the nodes it believes alive, itself included; ``fenced``, 1 while it has
+    fenced itself; nothing while there is no cluster (``None``)."""
+    find = cluster if callable(cluster) and not hasattr(cluster, "nodes") else lambda: cluster
+
+    def read() -> dict[str, float]:
+        found = find()
+        if found is None:
+            return {}
+        return {"alive": len(found.nodes()), "fenced": int(found.fenced)}
+
+    return read
 
 
 def prometheus_client() -> ModuleType:
@@ -142,8 +184,17 @@ def families(metrics: Metrics) -> Iterator[Any]:
         "Callbacks that raised or overran.",
         value=metrics.monitor.runner.failures,
     )
-    for name, count in metrics.counters().items():
-        yield CounterMetricFamily(prefix + name, f"{name.replace('_', ' ')}.", value=count)
+    for name, figure in metrics.figures().items():
+        about = f"{name.replace('_', ' ')}."
+        family = CounterMetricFamily if figure.kind == "counter" else GaugeMetricFamily
+        value = figure.value
+        if not isinstance(value, dict):
+            yield family(prefix + name, about, value=value)
+        elif value:  # nothing to say yet (a cluster not joined): no family
+            labelled = family(prefix + name, about, labels=[figure.label or "key"])
+            for key, number in sorted(value.items()):
+                labelled.add_metric([key], number)
+            yield labelled
 
 
 def _histogram(family: Any, name: str, documentation: str, histogram: Histogram) -> Any:

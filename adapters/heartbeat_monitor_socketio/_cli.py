@@ -93,6 +93,8 @@ class SocketIOCommandLine:
         self.adapter: Any = None
         #: An ASGI app served beside python-socketio (``serve --metrics`` sets it).
         self.other_asgi_app: Any = None
+        #: The running ``RedisCluster`` with ``--redis-url`` (``serve --metrics`` counts its nodes).
+        self.cluster: Any = None
         #: The cluster's hooks, if the redis plugin added its options (``--redis-url``):
         #: ``manager(args)`` and ``around(args, adapter)``, see ``heartbeat_monitor_redis.cli``.
         self._cluster: Any = getattr(args, "cluster", None)
@@ -158,7 +160,7 @@ class SocketIOCommandLine:
 
         cluster = self._cluster
         around = contextlib.nullcontext() if cluster is None else cluster.around(args, adapter)
-        async with around, adapter, anyio.create_task_group() as task_group:
+        async with around as self.cluster, adapter, anyio.create_task_group() as task_group:
             await task_group.start(run)
             task_status.started((server.host, server.port))
             try:

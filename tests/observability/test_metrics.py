@@ -190,16 +190,35 @@ async def test_a_real_stall_of_the_loop_counts_as_a_self_pause() -> None:
         assert metrics.loop_lag.sum == pytest.approx(monitor.max_loop_lag)
 
 
-async def test_counters_of_other_parts_are_read_at_scrape_time() -> None:
+async def test_figures_of_other_parts_are_read_at_scrape_time() -> None:
     async with HeartbeatMonitor(TIMEOUT, clock=ManualClock()) as monitor:
         metrics = Metrics(PeerHub(monitor))
         sent = [0]
         metrics.add_counter("notices_sent", lambda: sent[0])
         sent[0] = 5
         assert scrape(metrics)["heartbeat_monitor_notices_sent_total"] == {(): 5}
-        assert metrics.snapshot()["counters"] == {"notices_sent": 5}
+        assert metrics.snapshot()["figures"] == {"notices_sent": 5}
         with pytest.raises(ConfigurationError):
             metrics.add_counter("not a name", lambda: 0)
+        cluster: list[object] = []
+        metrics.watch_cluster(lambda: cluster[0] if cluster else None)
+        assert "heartbeat_monitor_cluster_nodes" not in scrape(metrics)  # not joined yet
+
+        class Node:  # what a RedisCluster shows: nodes() and fenced
+            fenced = False
+
+            def nodes(self) -> list[str]:
+                return ["a", "b", "c"]
+
+        cluster.append(Node())
+        assert scrape(metrics)["heartbeat_monitor_cluster_nodes"] == {
+            (("state", "alive"),): 3,
+            (("state", "fenced"),): 0,
+        }
+        assert metrics.snapshot()["figures"] == {
+            "notices_sent": 5,
+            "cluster_nodes": {"alive": 3, "fenced": 0},
+        }
 
 
 async def test_the_sampler_fills_the_history_and_the_lag_histogram() -> None:
@@ -220,7 +239,6 @@ async def test_the_sampler_fills_the_history_and_the_lag_histogram() -> None:
         async with metrics:  # a closed sampler runs again
             before = len(metrics.history)
             await until(lambda: len(metrics.history) > before)
-            assert not metrics.closed
         assert metrics.closed
         assert sum(sample[1] for sample in metrics.history) > 0  # the 2 beats, as a rate
         snapshot = metrics.snapshot()
