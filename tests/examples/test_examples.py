@@ -61,10 +61,10 @@ class Example:
 
 
 @asynccontextmanager
-async def run_example(name: str) -> AsyncIterator[Example]:
+async def run_example(name: str, *args: str, **env: str) -> AsyncIterator[Example]:
     port = free_port()
-    env = {**os.environ, "HEARTBEAT_INTERVAL": str(INTERVAL), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, str(EXAMPLES / name), "--port", str(port)]
+    env = {**os.environ, "HEARTBEAT_INTERVAL": str(INTERVAL), "PYTHONUNBUFFERED": "1", **env}
+    command = [sys.executable, str(EXAMPLES / name), "--port", str(port), *args]
     async with await anyio.open_process(command, env=env, stderr=None) as process:
         example = Example(process, port)
         try:
@@ -193,3 +193,47 @@ async def test_the_monitor_alone(anyio_backend):
     late_by = float(expired.split()[2])
     assert late_by >= 0  # never early
     assert "alice alive: True | bob alive: False" in lines
+
+
+@asynccontextmanager
+async def redis_server() -> AsyncIterator[str]:
+    """A throwaway redis-server on a free loopback port; its URL."""
+    executable = shutil.which("redis-server")
+    require_tool("redis-server", executable is not None)
+    port = free_port()
+    command = [str(executable), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    async with await anyio.open_process([*command, "--appendonly", "no"]) as process:
+        try:
+            await _wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.kill()
+
+
+async def test_two_nodes_on_redis(anyio_backend):
+    """A client silent on node a is announced to a client of node b, through Redis."""
+    async with (
+        redis_server() as url,
+        run_example("redis_nodes.py", "--node-id", "a", REDIS_URL=url) as a,
+        run_example("redis_nodes.py", "--node-id", "b", REDIS_URL=url) as b,
+    ):
+        await a.line("listening on")
+        await b.line("listening on")
+        serving_a, serving_b = (
+            {"host": "127.0.0.1", "port": n.port, "url": f"http://127.0.0.1:{n.port}/socket.io/"}
+            for n in (a, b)
+        )
+        beating: list[Any] = []
+        silent: list[Any] = []
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(smoke._client, "socketio", serving_b, "beating", True, beating)
+            task_group.start_soon(smoke._client, "socketio", serving_a, "silent", False, silent)
+            with anyio.fail_after(WAIT):
+                while not (beating and silent):
+                    await anyio.sleep(0.02)
+            silent_id = silent[0]["peer"]
+            notice = await told(beating, silent_id)  # a client of the other node hears it
+            assert notice["reason"] == "heartbeat timeout"
+            line = await a.line(" is gone: ")
+            assert line.strip() == f"{silent_id} is gone: heartbeat timeout"
+            task_group.cancel_scope.cancel()
