@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Hashable
 from typing import Protocol, final, runtime_checkable
 
 from ._errors import ConfigurationError
@@ -32,6 +33,7 @@ __all__ = (
     "FixedTimeout",
     "History",
     "MissedBeats",
+    "PeerPolicies",
     "PhiAccrual",
     "PhiHistory",
     "Policy",
@@ -275,3 +277,68 @@ def as_policy(value: float | Policy, name: str = "timeout") -> Policy:
             f"{name} must be a number of seconds > 0 or a policy, not {value!r}"
         )
     return value  # type: ignore[return-value]
+
+
+def is_stateful(policy: Policy) -> bool:
+    """Whether ``policy`` is a :class:`StatefulPolicy` (a cheap structural check: a runtime
+    Protocol ``isinstance`` costs ~20 us, far too much for every ``track``)."""
+    return callable(getattr(policy, "new_history", None))
+
+
+@final
+class PeerPolicies:
+    """The tracker's default policy, and the peers with a timeout or a history of their own."""
+
+    __slots__ = ("default", "histories", "stateful", "timeout", "timeouts")
+
+    def __init__(self, default: Policy) -> None:
+        self.default = default
+        #: The default timeout (for a stateful policy: before any history).
+        self.timeout = default.timeout
+        self.stateful = is_stateful(default)
+        #: key -> timeout, only for peers whose fixed timeout is not the default.
+        self.timeouts: dict[Hashable, float] = {}
+        #: key -> beat history, only for peers under a stateful policy.
+        self.histories: dict[Hashable, History] = {}
+
+    def assign(self, key: Hashable, timeout: float | Policy | None) -> tuple[float, bool]:
+        """Give ``key`` ``timeout`` (``None``: the default), with a fresh history if stateful.
+
+        Returns its timeout now, and whether it is its own (not the default fixed one).
+        A bad ``timeout`` raises :class:`ConfigurationError` before anything changes.
+        """
+        if timeout is None:
+            policy, stateful = self.default, self.stateful
+        else:
+            policy = as_policy(timeout)
+            stateful = is_stateful(policy)
+        if stateful and not self.stateful:
+            raise ConfigurationError(
+                f"a per-peer {policy!r} needs a tracker whose default policy is stateful "
+                "too (its beats record the history the policy reads)"
+            )
+        if stateful:
+            history = self.histories[key] = policy.new_history()  # type: ignore[attr-defined]
+            self.timeouts.pop(key, None)
+            return history.timeout(), True
+        if self.histories:
+            self.histories.pop(key, None)
+        own = policy.timeout
+        if own == self.timeout:
+            if self.timeouts:
+                self.timeouts.pop(key, None)
+            return own, False
+        self.timeouts[key] = own
+        return own, True
+
+    def timeout_of(self, key: Hashable) -> float:
+        history = self.histories.get(key) if self.histories else None
+        if history is not None:
+            return history.timeout()
+        return self.timeouts.get(key, self.timeout)
+
+    def forget(self, key: Hashable) -> None:
+        if self.timeouts:
+            self.timeouts.pop(key, None)
+        if self.histories:
+            self.histories.pop(key, None)

@@ -48,14 +48,11 @@ of a million peers, over many short steps.
 
 Beyond the fixed timeout: **policies** (``_policy.py``) give each peer's
 timeout in closed form; a stateful one (phi) has a per-peer history that the
-beat updates, and a beat that shortens its timeout places the peer again. The
-**suspect stage** (``suspect=f``) checks a peer first at ``last + f * timeout``:
-silent past that, it is a suspect (an event) and is watched until its deadline;
-a beat from a suspect is a recovery (an event). The **storm brake and grace**
-(``_storm.py``) hold expiries: a held peer is re-checked every quarter timeout.
-The brake turns the suspect stage on (``f = 0.5``) if not set, so that the
-storm is seen before anyone is expired by it. With any of these, the beat takes
-the slower ``_beat_full``; without, it is the table's one-line dict write.
+beat updates, and a beat that shortens its timeout places the peer again. What
+becomes of a watched peer whose check comes due (alive, suspect, held by grace
+or the storm brake, gone) is decided in one place, ``_stages.py``. With a
+suspect stage or a stateful policy the beat takes the slower ``_beat_full``
+(recoveries, histories); without, it is the table's one-line dict write.
 """
 
 from __future__ import annotations
@@ -67,27 +64,20 @@ from typing import final
 
 from ._clock import Clock, MonotonicClock
 from ._errors import ConfigurationError
-from ._events import Event, Expired, Recovered, Suspected
-from ._policy import History, MissedBeats, Policy, as_policy
-from ._storm import StormBrake
+from ._events import Event, Expired
+from ._policy import MissedBeats, PeerPolicies, Policy, as_policy
+from ._stages import Stages
 from ._sweep import BeatTable
-from ._validate import fraction, positive
-from ._wheel import SHARDS, Wheel
+from ._validate import positive
+from ._wheel import Wheel
 
 __all__ = ("DEFAULT_RESOLUTION_FRACTION", "LivenessTracker")
 
 #: Default resolution as a fraction of the timeout (capped at one second).
 DEFAULT_RESOLUTION_FRACTION = 0.1
 _MAX_DEFAULT_RESOLUTION = 1.0
-#: Suspect fraction the storm brake turns on when no suspect stage was asked for.
-_STORM_SUSPECT = 0.5
 #: Sweeps need a span of at least this many resolutions (else every peer is watched).
 _MIN_SPAN = 4
-
-
-def _is_stateful(policy: Policy) -> bool:
-    """Whether ``policy`` is a :class:`StatefulPolicy` (a cheap structural check)."""
-    return callable(getattr(policy, "new_history", None))
 
 
 @final
@@ -112,19 +102,14 @@ class LivenessTracker:
 
     __slots__ = (
         "__weakref__",
-        "_brake",
         "_clock",
-        "_events",
-        "_histories",
         "_now",
-        "_policy",
+        "_policies",
         "_resolution",
-        "_stateful",
+        "_stages",
         "_suspect",
-        "_suspects",
         "_table",
         "_timeout",
-        "_timeouts",
         "_wheel",
         "beat",
         "stretch",
@@ -144,8 +129,9 @@ class LivenessTracker:
         storm_share: float | None = None,
         storm_max_hold: float | None = None,
     ) -> None:
-        self._policy = as_policy(timeout)
-        self._timeout = self._policy.timeout
+        #: The default policy, and the peers with a timeout or a history of their own.
+        self._policies = PeerPolicies(as_policy(timeout))
+        self._timeout = self._policies.timeout
         if resolution is None:
             resolution = min(self._timeout * DEFAULT_RESOLUTION_FRACTION, _MAX_DEFAULT_RESOLUTION)
         self._resolution = positive("resolution", resolution)
@@ -154,35 +140,25 @@ class LivenessTracker:
                 f"resolution ({resolution!r} s) must not exceed the timeout ({self._timeout!r} s): "
                 "it bounds how late an expiry may be"
             )
-        self._brake = StormBrake(storm_share, storm_max_hold)
-        self._suspect = fraction("suspect", suspect)
-        if self._brake.share is not None and self._suspect is None:
-            self._suspect = _STORM_SUSPECT
+        #: The stages of a watched peer: suspect, held (grace, storm brake), gone.
+        self._stages = Stages(suspect, storm_share, storm_max_hold)
+        self._suspect = self._stages.suspect
         self._clock: Clock = MonotonicClock() if clock is None else clock
         now = self._clock.now
         if isinstance(self._clock, MonotonicClock):
             now = time.monotonic  # skip one Python frame per beat
         self._now: Callable[[], float] = now
-        #: Whether the default policy keeps a per-peer history (checked once: a runtime
-        #: Protocol isinstance costs ~20 us, far too much for every track()).
-        self._stateful = _is_stateful(self._policy)
+        stateful = self._policies.stateful
         span: float | None = self._timeout * (self._suspect or 1.0)
-        if self._stateful or self._timeout * (self._suspect or 1.0) < _MIN_SPAN * self._resolution:
+        if stateful or self._timeout * (self._suspect or 1.0) < _MIN_SPAN * self._resolution:
             span = None  # every peer watched: a sweep would list (nearly) all of them
-        interval = self._policy.interval if isinstance(self._policy, MissedBeats) else None
+        policy = self._policies.default
+        interval = policy.interval if isinstance(policy, MissedBeats) else None
         reach = 2 * interval if interval is not None else self._timeout / 2
         #: The last beats of every tracked peer, and the sweep over them.
         self._table = BeatTable(now, span=span, resolution=self._resolution, reach=reach)
         #: The watched peers.
         self._wheel = Wheel(self._resolution)
-        #: key -> timeout, only for peers whose fixed timeout is not the default.
-        self._timeouts: dict[Hashable, float] = {}
-        #: key -> beat history, only for peers under a stateful policy.
-        self._histories: dict[Hashable, History] = {}
-        #: key -> when it was suspected, for peers in the suspect stage.
-        self._suspects: dict[Hashable, float] = {}
-        #: Events raised outside poll() (recoveries), handed out by the next poll.
-        self._events: list[Event] = []
         #: Called (with no argument) when a beat produced an event outside :meth:`poll`
         #: (a recovery), so that a driver polls soon. The driver sets it; ``None``: nobody.
         self.wakeup: Callable[[], None] | None = None
@@ -190,7 +166,7 @@ class LivenessTracker:
         #: stretch, see ``_overload.py``): nobody is suspected or expired before its
         #: deadline plus this. Events still carry the true deadline and time.
         self.stretch = 0.0
-        full = self._suspect is not None or self._stateful
+        full = self._suspect is not None or stateful
         self.beat = self._beat_full if full else self._table.beat
 
     # -- configuration ---------------------------------------------------------------------
@@ -202,7 +178,7 @@ class LivenessTracker:
 
     @property
     def policy(self) -> Policy:
-        return self._policy
+        return self._policies.default
 
     @property
     def resolution(self) -> float:
@@ -222,36 +198,13 @@ class LivenessTracker:
         On a peer already tracked this is a beat that also sets its timeout
         (``None`` restores the default) and starts a fresh beat history.
         """
-        if timeout is None:
-            policy, stateful = self._policy, self._stateful
-        else:
-            policy = as_policy(timeout)
-            stateful = _is_stateful(policy)
-        if stateful and not self._stateful:
-            raise ConfigurationError(
-                f"a per-peer {policy!r} needs a tracker whose default policy is stateful "
-                "too (its beats record the history the policy reads)"
-            )
+        peer_timeout, own = self._policies.assign(key, timeout)  # raises before any change
+        # Watched until it ends: a timeout or history of its own, or no sweeps at all.
+        pinned = own or self._table.span is None
         now = self._now()
-        pinned = True  # watched until it ends: a timeout or a history of its own
-        if stateful:
-            history = policy.new_history()  # type: ignore[attr-defined]
-            self._histories[key] = history
-            self._timeouts.pop(key, None)
-            peer_timeout = history.timeout()
-        else:
-            if self._histories:
-                self._histories.pop(key, None)
-            peer_timeout = self._timeout if timeout is None else policy.timeout
-            if peer_timeout == self._timeout:
-                pinned = self._table.span is None
-                if self._timeouts:
-                    self._timeouts.pop(key, None)
-            else:
-                self._timeouts[key] = peer_timeout
         self._table.put(key, now)
-        if self._suspects:
-            self._recover(key, now)
+        if self._stages.suspects:
+            self._stages.recover(key, now)
         wheel = self._wheel
         check = now + peer_timeout * (self._suspect or 1.0)
         current = wheel.tick_of(key)
@@ -269,30 +222,21 @@ class LivenessTracker:
             return False
         now = self._now()
         table.put(key, now)
-        history = self._histories.get(key) if self._histories else None
+        histories = self._policies.histories
+        history = histories.get(key) if histories else None
         if history is not None:
             history.record(now - previous)
-        recovered = self._suspects and self._recover(key, now)
+        recovered = self._stages.suspects and self._stages.recover(key, now)
         if recovered and self.wakeup is not None:
             self.wakeup()
         if history is None and not recovered:
             return True  # a fixed timeout: the deadline only moved later, the lazy check copes
         # A shorter phi timeout, or a recovered suspect (back to its suspect deadline), may
         # put the next check before the bucket the peer sits in: then place it again.
-        timeout = (
-            history.timeout() if history is not None else self._timeouts.get(key, self._timeout)
-        )
-        check = now + timeout * (self._suspect or 1.0)
+        check = now + self._policies.timeout_of(key) * (self._suspect or 1.0)
         wheel = self._wheel
         if wheel.tick_after(check) < wheel.tick_of(key):  # type: ignore[operator]
             wheel.place(key, check)
-        return True
-
-    def _recover(self, key: Hashable, now: float) -> bool:
-        suspected_at = self._suspects.pop(key, None)
-        if suspected_at is None:
-            return False
-        self._events.append(Recovered(key=key, suspected_at=suspected_at, recovered_at=now))
         return True
 
     def untrack(self, key: Hashable) -> bool:
@@ -304,12 +248,8 @@ class LivenessTracker:
 
     def _forget(self, key: Hashable) -> None:
         self._wheel.unwatch(key)
-        if self._timeouts:
-            self._timeouts.pop(key, None)
-        if self._histories:
-            self._histories.pop(key, None)
-        if self._suspects:
-            self._suspects.pop(key, None)
+        self._policies.forget(key)
+        self._stages.suspects.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -328,10 +268,7 @@ class LivenessTracker:
         """The peer's current timeout; :class:`KeyError` if not tracked."""
         if key not in self._table:
             raise KeyError(key)
-        history = self._histories.get(key)
-        if history is not None:
-            return history.timeout()
-        return self._timeouts.get(key, self._timeout)
+        return self._policies.timeout_of(key)
 
     def deadline(self, key: Hashable) -> float:
         """The peer's current deadline; :class:`KeyError` if not tracked."""
@@ -342,12 +279,12 @@ class LivenessTracker:
         return self._table.keys()
 
     def is_suspect(self, key: Hashable) -> bool:
-        return key in self._suspects
+        return key in self._stages.suspects
 
     @property
     def suspects(self) -> int:
         """How many tracked peers are suspects now."""
-        return len(self._suspects)
+        return len(self._stages.suspects)
 
     def is_watched(self, key: Hashable) -> bool:
         """Whether ``key`` is in the per-peer wheel now (a sweep listed it, or it has a
@@ -362,24 +299,24 @@ class LivenessTracker:
     @property
     def storm(self) -> bool:
         """Whether the storm brake is holding expiries."""
-        return self._brake.holding
+        return self._stages.brake.holding
 
     # -- time ------------------------------------------------------------------------------
 
     def grant_grace(self, until: float) -> None:
         """Suspect and expire nobody before clock time ``until`` (the self-pause guard)."""
-        self._brake.grant_grace(until)
+        self._stages.brake.grant_grace(until)
 
     @property
     def grace_until(self) -> float:
-        return self._brake.grace_until
+        return self._stages.brake.grace_until
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` next has work: a time ``<= now`` means "poll again now".
 
         ``None`` when nothing is tracked and nothing is pending.
         """
-        if self._events:
+        if self._stages.pending:
             return -math.inf
         sweep, bucket = self._table.sweep_at, self._wheel.next_due()
         if bucket is not None:
@@ -418,11 +355,10 @@ class LivenessTracker:
             raise ConfigurationError(f"poll(max_time=...) must be > 0, not {max_time!r}")
         cpu = time.thread_time
         stop_at = math.inf if max_time is None else cpu() + max_time
-        events, self._events = self._events, []
-        brake = self._brake
-        if brake.holding:
-            self._release(now, events)
-        table = self._table
+        stages, table = self._stages, self._table
+        events, stages.pending = stages.pending, []
+        if stages.brake.holding:
+            stages.release(now, len(table), events)
         out_of_time = None if max_time is None else (lambda: cpu() > stop_at)
         while table.sweep_at is not None and now >= table.sweep_at and budget > 0:
             examined, listed, deadlines = table.sweep(now, budget, out_of_time)
@@ -431,115 +367,11 @@ class LivenessTracker:
             if table.sweeping or (out_of_time is not None and out_of_time()):
                 break  # part-way: the next poll resumes it (next_deadline() says so)
         if budget > 0:  # even out of time: it does 63 entries before it looks at the time
-            self._check(now, budget, stop_at, events)
-        if brake.holding:
-            self._release(now, events)
+            due = now - self.stretch  # the stretch moves every deadline later
+            stages.check(now, due, budget, stop_at, table, self._wheel, self._policies, events)
+        if stages.brake.holding:
+            stages.release(now, len(table), events)
         return events
-
-    # -- the watch ---------------------------------------------------------------------------
-
-    def _check(self, now: float, budget: float, stop_at: float, events: list[Event]) -> None:
-        """Check the watched peers whose bucket is due, at most ``budget`` of them."""
-        cpu = time.thread_time
-        table = self._table
-        wheel = self._wheel
-        place = wheel.place
-        # Outside a sweep window the table is one dict (a window neither opens nor closes here).
-        last_of = table.base.__getitem__ if table.gone is None else table.get
-        shards, mask = wheel.shards, SHARDS - 1
-        timeouts = self._timeouts
-        histories = self._histories
-        suspects = self._suspects
-        suspect = self._suspect
-        brake = self._brake
-        grace_until = brake.grace_until
-        default_timeout = self._timeout
-        due = now - self.stretch  # deadlines are compared with this: the stretch moves them later
-        # A fresh default peer whose check deadline is at or after this leaves the watch.
-        cover = table.cover()
-        if cover is None:
-            cover = math.inf
-        examined = 0
-        while budget > 0:
-            bucket = wheel.due(due)
-            if bucket is None:
-                break
-            tick = bucket.tick
-            while budget > 0 and (entries := bucket.next_keys()):
-                budget -= 1
-                examined += 1
-                if not examined & 63 and cpu() > stop_at:
-                    budget = 0  # out of time: this entry and the rest wait for the next call
-                    break
-                key = entries.pop()
-                watch = shards[hash(key) & mask]
-                if watch.get(key) != tick:
-                    continue  # stale: untracked, expired or placed elsewhere since
-                last: float = last_of(key)  # type: ignore[assignment]
-                own = False
-                if histories and key in histories:
-                    timeout, own = histories[key].timeout(), True
-                elif timeouts and key in timeouts:
-                    timeout, own = timeouts[key], True
-                else:
-                    timeout = default_timeout
-                deadline = last + timeout
-                if suspect is None or key in suspects:
-                    if due <= deadline:
-                        if own or key in suspects or deadline < cover:
-                            place(key, deadline)
-                        else:
-                            del watch[key]  # fresh: the sweeps cover it again
-                    elif now <= grace_until:
-                        place(key, grace_until)
-                    elif brake.holding:
-                        self._hold(key, now)
-                    else:
-                        self._expire(key, last, deadline, now, events)
-                    continue
-                # Suspect stage on, peer not (yet) a suspect.
-                suspect_deadline = last + timeout * suspect
-                if due <= suspect_deadline:
-                    if own or suspect_deadline < cover:
-                        place(key, suspect_deadline)
-                    else:
-                        del watch[key]
-                elif now <= grace_until:
-                    place(key, grace_until)
-                else:
-                    suspects[key] = now
-                    events.append(
-                        Suspected(
-                            key=key, last_beat=last, deadline=suspect_deadline, suspected_at=now
-                        )
-                    )
-                    started = brake.suspected(now, len(suspects), len(table))
-                    if started is not None:
-                        events.append(started)
-                    if due <= deadline:
-                        place(key, deadline)
-                    elif brake.holding:
-                        self._hold(key, now)
-                    else:
-                        self._expire(key, last, deadline, now, events)
-            if not bucket.keys and not bucket.batches:
-                wheel.current = None
-
-    def _expire(
-        self, key: Hashable, last: float, deadline: float, now: float, events: list[Event]
-    ) -> None:
-        self._table.drop(key)
-        self._forget(key)
-        events.append(Expired(key=key, last_beat=last, deadline=deadline, expired_at=now))
-
-    def _hold(self, key: Hashable, now: float) -> None:
-        """The storm brake holds this expiry; look again in a quarter timeout."""
-        self._wheel.place(key, now + max(self._timeout / 4, self._resolution))
-
-    def _release(self, now: float, events: list[Event]) -> None:
-        ended = self._brake.release(now, len(self._suspects), len(self._table))
-        if ended is not None:
-            events.append(ended)
 
     def __repr__(self) -> str:
         return (
