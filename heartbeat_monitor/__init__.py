@@ -39,7 +39,7 @@ from ._events import (
     StormStarted,
     Suspected,
 )
-from ._hub import PeerHub
+from ._hub import Notify, PeerHub
 from ._metrics import Metrics
 from ._monitor import ExpireCallback, HeartbeatMonitor
 from ._overload import OVERLOADED, OverloadGuard
@@ -52,7 +52,9 @@ from ._policy import (
     Policy,
     StatefulPolicy,
 )
+from ._presence import JoinCallback, LeaveCallback, Roster
 from ._refusals import Refusals
+from ._rooms import PeerJoined, PeerLeft, PresenceChange
 from ._status import serve_status
 from ._streams import EventStream
 from ._tracker import LivenessTracker
@@ -86,26 +88,33 @@ __all__ = (
     "HeartbeatMonitor",
     "HeartbeatMonitorError",
     "History",
+    "JoinCallback",
+    "LeaveCallback",
     "Link",
     "LivenessTracker",
     "ManualClock",
     "Metrics",
     "MissedBeats",
     "MonotonicClock",
+    "Notify",
     "OpenCallback",
     "OverloadGuard",
     "PeerError",
     "PeerEvent",
     "PeerGone",
     "PeerHub",
+    "PeerJoined",
+    "PeerLeft",
     "PeerOpened",
     "PhiAccrual",
     "PhiHistory",
     "Policy",
+    "PresenceChange",
     "QueuedConnection",
     "Reason",
     "Recovered",
     "Refusals",
+    "Roster",
     "Stalled",
     "StatefulPolicy",
     "StormEnded",

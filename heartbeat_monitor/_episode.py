@@ -53,6 +53,11 @@ class Reason:
     NODE_ISOLATED: Final = "node isolated"
     #: Bad input: ``refused: <kind>`` (``malformed``, ``oversized``, ``flood``, ...).
     REFUSED: Final = "refused"
+    #: Presence only: the connection left the room, its episode goes on.
+    LEFT_ROOM: Final = "left room"
+
+    #: The ends of a connection that merely dropped: presence holds them for ``leave_grace``.
+    DROPPED: Final = frozenset({CLIENT_DISCONNECT, TRANSPORT_CLOSE, TRANSPORT_ERROR})
 
     @staticmethod
     def refused(reason: str) -> str:
@@ -111,7 +116,7 @@ class Connection(Protocol):
 
 
 class Audience(Protocol):
-    """How the hub tells the others: one method, given by the transport."""
+    """How the hub tells the others: given by the transport."""
 
     def tell(
         self,
@@ -122,6 +127,11 @@ class Audience(Protocol):
         exclude: Collection[Connection],
     ) -> None:
         """Send ``event`` with ``payload`` to every connection in ``rooms`` (all: ``None``)."""
+
+    def send(
+        self, event: str, payload: Mapping[str, object], connections: Collection[Connection]
+    ) -> None:
+        """Send ``event`` with one ``payload`` to each of ``connections`` (encoded once)."""
 
 
 @final
@@ -154,9 +164,11 @@ class Link:
     """One connection of an episode: what a transport holds and hands back to the hub."""
 
     __slots__ = (
+        "conn",
         "connection",
         "episode",
         "last_beat",
+        "meta",
         "over",
         "rooms",
         "window_count",
@@ -166,6 +178,10 @@ class Link:
     def __init__(self, connection: Connection, episode: Episode, now: float) -> None:
         self.connection = connection
         self.episode = episode
+        #: This connection's presence ref (the ``"conn"`` of its metas), given by the roster.
+        self.conn = ""
+        #: Its presence meta: ``{"conn": ..., **the user's fields}`` (replaced, never mutated).
+        self.meta: Mapping[str, object] = {}
         #: The rooms this connection is in (``None``: none yet).
         self.rooms: set[Hashable] | None = None
         self.window_start = now

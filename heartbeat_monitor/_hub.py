@@ -3,10 +3,11 @@
 Theory of operation
 ===================
 
-A transport translates its connections into five calls and nothing else::
+A transport translates its connections into a few calls and nothing else::
 
     link = hub.open(connection, peer)     a connection is identified as ``peer``
     hub.receive(link, data) / hub.beat(link)    it sent something: beat (or refuse)
+    hub.join(link, room) / hub.leave(link, room)    it entered or left a room
     hub.close(link, reason)               it ended (the client left, the socket broke)
     hub.refuse(link, reason)              it sent bad input: end it with ``refused: <kind>``
     hub.refuse_input(transport, reason)   bad input that belongs to no link (counted, logged)
@@ -26,13 +27,11 @@ An episode ends **exactly once**, synchronously, in :meth:`PeerHub._end` —
 whichever comes first of: its last link closing, a refusal of its last link,
 expiry by the monitor, :meth:`PeerHub.end`, or :meth:`PeerHub.close_all`. The
 end is marked before anything else happens, so every later path finds it
-ended and stops. Then, once:
-
-1. every remaining link's connection is asked to close with the reason;
-2. a :class:`PeerGone` is published: gates first (async checks such as "is
-   this identity still connected to another node?", see :meth:`add_gate`),
-   then the ``on_gone`` callbacks through the monitor's one callback runner,
-   then the others are told (``peer_gone``) through the audience.
+ended and stops. Then, once: every remaining connection is asked to close
+with the reason; its connections leave the presence of their rooms (the
+:class:`Roster` tells each room in one diff per window); its :class:`PeerGone`
+is published (:mod:`._notices`: gates, ``on_gone``, then ``peer_gone`` if
+``notify`` asks for it).
 
 Reasons are one vocabulary across transports (:class:`Reason`).
 """
@@ -45,7 +44,6 @@ from typing import Literal, final
 
 import structlog
 
-from ._callbacks import is_async
 from ._episode import (
     Audience,
     Connection,
@@ -61,15 +59,19 @@ from ._episode import (
 from ._errors import ConfigurationError, PeerError
 from ._events import Expired
 from ._monitor import HeartbeatMonitor
+from ._notices import Departures, LinkAudience
+from ._presence import JoinCallback, LeaveCallback, Roster
 from ._refusals import Refusals
+from ._rooms import Meta, check_meta
 from ._wire import MAX_MESSAGE_SIZE, decode_message
 
-__all__ = (
+__all__ = (  # the words of the hub (from ._episode) are re-exported with it
     "Audience",
     "Connection",
     "Episode",
     "GoneCallback",
     "Link",
+    "Notify",
     "OpenCallback",
     "PeerGone",
     "PeerHub",
@@ -77,34 +79,11 @@ __all__ = (
     "Reason",
 )
 
+#: What the others are told of: presence diffs, one ``peer_gone`` per departure, both, nothing.
+Notify = Literal["presence", "peer_gone", "both", "none"]
+_NOTIFY = ("presence", "peer_gone", "both", "none")
+
 _logger = structlog.get_logger("heartbeat_monitor")
-
-
-@final
-class _LinkAudience:
-    """The default audience: each connection's ``send`` (``peer_gone`` goes as ``gone``)."""
-
-    __slots__ = ("_hub",)
-
-    def __init__(self, hub: PeerHub) -> None:
-        self._hub = hub
-
-    def tell(
-        self,
-        event: str,
-        payload: Mapping[str, object],
-        *,
-        rooms: Collection[Hashable] | None,
-        exclude: Collection[Connection],
-    ) -> None:
-        message = {"type": "gone" if event == "peer_gone" else event, **payload}
-        for episode in tuple(self._hub._episodes.values()):
-            for link in episode.links:
-                if link.connection in exclude:
-                    continue
-                if rooms is not None and (link.rooms is None or link.rooms.isdisjoint(rooms)):
-                    continue
-                link.connection.send(message)
 
 
 @final
@@ -120,17 +99,21 @@ class PeerHub:
     * ``min_beat_gap``: beats closer together than this are not passed to the
       monitor (they prove nothing new); ``max_size``: largest message, bytes;
     * ``timeout``: this hub's peers' timeout, if not the monitor's;
-    * ``notify``: tell the others of each departure (``"peer_gone"``) or not
-      (``"none"``); ``scope``: whom — the connections sharing a room with the
-      departed peer (``"rooms"``) or every connection (``"all"``);
+    * ``notify``: what the others are told: ``"presence"`` (batched diffs, see
+      :class:`Roster`), ``"peer_gone"`` (one message per departure per
+      recipient), ``"both"`` or ``"none"``; ``scope``: who hears ``peer_gone``:
+      the departed peer's rooms (``"rooms"``) or every connection (``"all"``);
+    * ``room``: the room every connection enters when it opens (the stream
+      transports have no rooms of their own; ``None``: none);
+    * ``diff_interval``, ``leave_grace``, ``presence_rooms``: see :class:`Roster`;
     * ``audience``: how to tell them (default: each connection's ``send``).
     """
 
     __slots__ = (
         "_clock",
+        "_departures",
         "_episodes",
-        "_gates",
-        "_gone_callbacks",
+        "_notify",
         "_number",
         "_open_callbacks",
         "_runner",
@@ -142,8 +125,9 @@ class PeerHub:
         "max_size",
         "min_beat_gap",
         "monitor",
-        "notify",
         "refused",
+        "room",
+        "roster",
         "scope",
     )
 
@@ -155,8 +139,12 @@ class PeerHub:
         max_rate: int | None = 100,
         min_beat_gap: float = 0.0,
         max_size: int = MAX_MESSAGE_SIZE,
-        notify: Literal["peer_gone", "none"] = "peer_gone",
+        notify: Notify = "presence",
         scope: Literal["rooms", "all"] = "all",
+        room: Hashable | None = "peers",
+        diff_interval: float = 0.05,
+        leave_grace: float = 0.0,
+        presence_rooms: Collection[Hashable] | None = None,
         audience: Audience | None = None,
         on_gone: GoneCallback | None = None,
     ) -> None:
@@ -166,17 +154,27 @@ class PeerHub:
             raise ConfigurationError(
                 f"min_beat_gap must be >= 0 and below the timeout, not {min_beat_gap!r}"
             )
-        if notify not in ("peer_gone", "none"):
-            raise ConfigurationError(f"notify must be 'peer_gone' or 'none', not {notify!r}")
         if scope not in ("rooms", "all"):
             raise ConfigurationError(f"scope must be 'rooms' or 'all', not {scope!r}")
         self.monitor = monitor
         self.max_rate = max_rate
         self.min_beat_gap = float(min_beat_gap)
         self.max_size = max_size
-        self.notify = notify
         self.scope = scope
-        self.audience: Audience = _LinkAudience(self) if audience is None else audience
+        self.room = room
+        self._episodes: dict[Hashable, Episode] = {}
+        self.audience: Audience = LinkAudience(self._episodes) if audience is None else audience
+        self._departures = Departures(monitor.runner, lambda: self.audience)
+        #: Who is present in each room, with metas (see :class:`Roster`; public hooks there).
+        self.roster = Roster(
+            lambda: self.audience,
+            monitor.clock,
+            monitor.runner,
+            diff_interval=diff_interval,
+            leave_grace=leave_grace,
+            rooms=presence_rooms,
+        )
+        self.notify = notify
         #: Refusals of bad input so far, by kind (``oversized``, ``malformed``, ``flood``, ...).
         self.refused = Refusals()
         #: Episodes ended so far, by reason.
@@ -187,23 +185,30 @@ class PeerHub:
         self._timeout = None if timeout == monitor.tracker.timeout else timeout
         self._clock = monitor.clock
         self._runner = monitor.runner
-        self._episodes: dict[Hashable, Episode] = {}
         self._number = 0
-        self._gone_callbacks: list[GoneCallback] = []
         self._open_callbacks: list[OpenCallback] = []
-        self._gates: list[Gate] = []
         if on_gone is not None:
             self.on_gone(on_gone)
         monitor.on_expire(self._expired)
+
+    @property
+    def notify(self) -> Notify:
+        """What the others are told (settable: the roster follows)."""
+        return self._notify
+
+    @notify.setter
+    def notify(self, notify: Notify) -> None:
+        if notify not in _NOTIFY:
+            raise ConfigurationError(f"notify must be one of {_NOTIFY}, not {notify!r}")
+        self._notify = notify
+        self.roster.tell = notify in ("presence", "both")
+        self._departures.told = notify in ("peer_gone", "both")
 
     # -- registration ----------------------------------------------------------------------
 
     def on_gone(self, callback: GoneCallback) -> GoneCallback:
         """Run ``callback(PeerGone)`` for every departure (plain or async); a decorator too."""
-        if not callable(callback):
-            raise ConfigurationError(f"on_gone needs a callable, not {callback!r}")
-        self._gone_callbacks.append(callback)
-        return callback
+        return self._departures.on_gone(callback)
 
     def on_open(self, callback: OpenCallback) -> OpenCallback:
         """Run ``callback(PeerOpened)`` for every new episode (plain or async)."""
@@ -212,19 +217,26 @@ class PeerHub:
         self._open_callbacks.append(callback)
         return callback
 
+    def on_join(self, callback: JoinCallback) -> JoinCallback:
+        """Run ``callback(PeerJoined)`` for each presence join a room is told of."""
+        return self.roster.on_join(callback)
+
+    def on_leave(self, callback: LeaveCallback) -> LeaveCallback:
+        """Run ``callback(PeerLeft)`` for each presence leave a room is told of."""
+        return self.roster.on_leave(callback)
+
     def add_gate(self, gate: Gate) -> None:
         """Publish a departure only once ``await gate(event)`` is true (e.g. a cluster check).
 
         Gates run in the callback runner, in order; one that raises or says
         ``False`` keeps that departure from the callbacks and the others.
         """
-        if not is_async(gate):
-            raise ConfigurationError(f"a gate must be an async function, not {gate!r}")
-        self._gates.append(gate)
+        self._departures.add_gate(gate)
 
     def detach(self) -> None:
         """Stop receiving the monitor's expiries (a monitor shared with other code goes on)."""
         self.monitor.remove_callback(self._expired)
+        self.roster.close()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -246,6 +258,10 @@ class PeerHub:
         """A snapshot of the peer ids with an open episode."""
         return list(self._episodes)
 
+    def presence(self, room: Hashable) -> dict[Hashable, list[Meta]]:
+        """``{peer_id: [meta, ...]}``: who is present in ``room`` now (see :class:`Roster`)."""
+        return self.roster.presence(room)
+
     def rooms_of(self, episode: Episode) -> set[Hashable]:
         """The rooms any connection of ``episode`` is in."""
         rooms: set[Hashable] = set()
@@ -256,7 +272,14 @@ class PeerHub:
 
     # -- what transports call --------------------------------------------------------------
 
-    def open(self, connection: Connection, peer: Hashable, *, shared: bool = False) -> Link | None:
+    def open(
+        self,
+        connection: Connection,
+        peer: Hashable,
+        *,
+        shared: bool = False,
+        meta: Mapping[str, object] | None = None,
+    ) -> Link | None:
         """``connection`` is identified as ``peer``: its link, or ``None`` if refused.
 
         A new episode begins unless ``peer`` has an open one: a ``shared`` one (an
@@ -265,7 +288,11 @@ class PeerHub:
         refusal is counted and logged, the caller closes the connection). While the
         server is overloaded (``monitor.overload``) every new connection is refused
         at once: counted as ``overloaded``, logged, and closed with the reason.
+        ``meta``: this connection's presence fields (a small JSON object; a bad
+        one is a :class:`ConfigurationError`, raised before anything changes).
+        The connection enters the hub's ``room``, if any.
         """
+        fields = check_meta(meta)
         overloaded = self.monitor.overload.refusal()
         if overloaded is not None:
             self.refuse_input(connection.transport, overloaded, peer=peer)
@@ -280,23 +307,26 @@ class PeerHub:
             link = Link(connection, episode, now)
             episode.links.append(link)
             self.monitor.beat(episode)
-            return link
-        self._number += 1
-        episode = Episode(peer, self._number, shared=shared)
-        link = Link(connection, episode, now)
-        episode.links.append(link)
-        self._episodes[peer] = episode
-        self.monitor.track(episode, timeout=self._timeout)
-        _logger.debug(
-            f"heartbeat_monitor.{connection.transport}.peer_opened",
-            peer=peer,
-            episode=episode.number,
-        )
-        if self._open_callbacks:
-            event = PeerOpened(key=peer, episode=episode.number, transport=connection.transport)
-            call = self._runner.call
-            for callback in self._open_callbacks:
-                call(callback, event)
+        else:
+            self._number += 1
+            episode = Episode(peer, self._number, shared=shared)
+            link = Link(connection, episode, now)
+            episode.links.append(link)
+            self._episodes[peer] = episode
+            self.monitor.track(episode, timeout=self._timeout)
+            _logger.debug(
+                f"heartbeat_monitor.{connection.transport}.peer_opened",
+                peer=peer,
+                episode=episode.number,
+            )
+            if self._open_callbacks:
+                event = PeerOpened(key=peer, episode=episode.number, transport=connection.transport)
+                call = self._runner.call
+                for callback in self._open_callbacks:
+                    call(callback, event)
+        self.roster.opened(link, fields)
+        if self.room is not None:
+            self.join(link, self.room)
         return link
 
     def receive(self, link: Link, data: bytes | str) -> bool:
@@ -311,11 +341,19 @@ class PeerHub:
             claimed = message.get("peer")
             if claimed is not None and claimed != link.episode.peer:
                 raise PeerError(f"spoofed: beat for peer {claimed!r:.60} on {link.episode.peer!r}")
+            sync = message["type"] == "presence_sync"
+            room = message.get("room") if sync else None
+            if room is not None and not isinstance(room, str):
+                raise PeerError(f"wrong type: 'room' must be a string, got {type(room).__name__}")
         except PeerError as exc:
             self.refuse(link, str(exc))
             return False
         self.beat(link)
-        return link.episode.reason is None and link in link.episode.links
+        if link.ended:
+            return False
+        if sync:
+            self.sync(link, room)
+        return True
 
     def beat(self, link: Link) -> bool:
         """Traffic from the peer: ``True`` if it counted as a beat.
@@ -354,6 +392,7 @@ class PeerHub:
             return False
         if len(episode.links) > 1:
             episode.links.remove(link)
+            self.roster.drop(link, reason, grace=True)
             return True
         return self._end(episode, reason, detail=detail)
 
@@ -372,6 +411,7 @@ class PeerHub:
         told = f"refused: {reason}"
         if len(episode.links) > 1:
             episode.links.remove(link)
+            self.roster.drop(link, Reason.refused(reason), grace=False)
         else:
             self._end(episode, Reason.refused(reason), detail=reason, close=False)
         connection.close(told)
@@ -381,16 +421,27 @@ class PeerHub:
         self.refused.add(transport, reason, **fields)
 
     def join(self, link: Link, room: Hashable) -> None:
-        """``link``'s connection is in ``room`` (its peer's departures go to the room)."""
+        """``link``'s connection is in ``room``: present there (if watched), told of it."""
+        if link.ended:
+            return
         if link.rooms is None:
             link.rooms = {room}
+        elif room in link.rooms:
+            return
         else:
             link.rooms.add(room)
+        self.roster.add(link, room)
 
     def leave(self, link: Link, room: Hashable) -> None:
         """``link``'s connection left ``room``."""
-        if link.rooms is not None:
+        if link.rooms is not None and room in link.rooms and not link.ended:
             link.rooms.discard(room)
+            self.roster.remove(link, room, Reason.LEFT_ROOM)
+
+    def sync(self, link: Link, room: Hashable | None = None) -> bool:
+        """The client asked ``presence_sync``: a fresh ``presence_state`` of ``room`` (or of
+        each of its rooms) at the next flush; ``False`` if it is in no such watched room."""
+        return not link.ended and self.roster.sync(link, room)
 
     def retime(
         self, episode: Episode, timeout: float | None, *, expiry: str = Reason.HEARTBEAT_TIMEOUT
@@ -409,6 +460,21 @@ class PeerHub:
         return True
 
     # -- what applications call ------------------------------------------------------------
+
+    def update_meta(
+        self, peer: Hashable, meta: Mapping[str, object], *, conn: str | None = None
+    ) -> bool:
+        """Replace ``peer``'s presence fields (of its connection ``conn`` only, if given).
+
+        The rooms are told in their next diff. ``False`` if ``peer`` has no
+        connection (nor a held one) here; a bad ``meta`` is a :class:`ConfigurationError`.
+        """
+        fields = check_meta(meta)
+        episode = self._episodes.get(peer)
+        links = [] if episode is None else episode.links
+        if conn is not None:
+            links = [link for link in links if link.conn == conn]
+        return self.roster.update(peer, fields, links, conn=conn)
 
     def end(self, peer: Hashable, reason: str = Reason.SERVER_DISCONNECT) -> bool:
         """End ``peer``'s episode now, closing its connections; ``False`` if none is open."""
@@ -441,7 +507,7 @@ class PeerHub:
         The ``on_gone`` callbacks run and the others are told, as for a local end;
         gates are skipped (whoever calls this has decided).
         """
-        self._publish(event, rooms, (), tell=True)
+        self._departures.publish(event, rooms, (), tell=True, gated=False)
 
     # -- the end of an episode -------------------------------------------------------------
 
@@ -478,6 +544,9 @@ class PeerHub:
             connections.append(link.connection)
             if link.rooms:
                 rooms |= link.rooms
+        grace = not expired
+        for link in links:
+            self.roster.drop(link, reason, grace=grace, tell=tell)
         transport = connections[0].transport if connections else "hub"
         _logger.info(
             "heartbeat_monitor.peer_gone",
@@ -496,46 +565,8 @@ class PeerHub:
             key=episode.peer, episode=episode.number, reason=reason, expired=expired, detail=detail
         )
         scope = rooms if self.scope == "rooms" else None
-        if self._gates:
-            self._runner.spawn(self._publish_gated, event, scope, connections, tell)
-        else:
-            self._publish(event, scope, connections, tell=tell)
+        self._departures.publish(event, scope, connections, tell=tell)
         return True
-
-    async def _publish_gated(
-        self,
-        event: PeerGone,
-        rooms: Collection[Hashable] | None,
-        exclude: Collection[Connection],
-        tell: bool,
-    ) -> None:
-        for gate in self._gates:
-            if not await gate(event):
-                return
-        self._publish(event, rooms, exclude, tell=tell)
-
-    def _publish(
-        self,
-        event: PeerGone,
-        rooms: Collection[Hashable] | None,
-        exclude: Collection[Connection],
-        *,
-        tell: bool,
-    ) -> None:
-        call = self._runner.call
-        for callback in self._gone_callbacks:
-            call(callback, event)
-        if not tell or self.notify == "none" or (rooms is not None and not rooms):
-            return
-        try:
-            self.audience.tell(
-                "peer_gone",
-                {"peer": event.key, "reason": event.reason},
-                rooms=rooms,
-                exclude=exclude,
-            )
-        except Exception:
-            _logger.exception("heartbeat_monitor.notify_failed", peer=event.key)
 
     def __repr__(self) -> str:
         return f"<PeerHub peers={len(self._episodes)} refused={dict(self.refused)}>"

@@ -26,7 +26,14 @@ class MemoryClient:
 
     transport = "memory"
 
-    def __init__(self, hub: PeerHub, peer: Hashable, *, shared: bool = False) -> None:
+    def __init__(
+        self,
+        hub: PeerHub,
+        peer: Hashable,
+        *,
+        shared: bool = False,
+        meta: Mapping[str, object] | None = None,
+    ) -> None:
         self.peer = peer
         self._hub = hub
         #: Every message the server sent to this peer, in order.
@@ -35,7 +42,7 @@ class MemoryClient:
         self.closed: str | None = None
         #: The hub's link for this connection (``None``: the hub refused it).
         self.link: Link | None = None  # the hub may close this connection inside open()
-        self.link = hub.open(self, peer, shared=shared)
+        self.link = hub.open(self, peer, shared=shared, meta=meta)
 
     def send(self, message: Mapping[str, object]) -> None:  # server -> peer
         if self.closed is None:
@@ -82,7 +89,9 @@ class MemoryTransport:
         task_status.started(("memory", 0))
         await anyio.sleep_forever()
 
-    def connect(self, peer: Hashable, *, shared: bool = False) -> MemoryClient:
+    def connect(
+        self, peer: Hashable, *, shared: bool = False, meta: Mapping[str, object] | None = None
+    ) -> MemoryClient:
         if self.hub is None:
             raise RuntimeError("MemoryTransport.serve() has not started")
-        return MemoryClient(self.hub, peer, shared=shared)
+        return MemoryClient(self.hub, peer, shared=shared, meta=meta)

@@ -112,12 +112,13 @@ async def _udp_client(host: str, port: int, peer: str, beat: bool, out: list[Any
 
         async def receive() -> None:
             async for packet in sock:
-                message = json.loads(packet[:-TAG_SIZE])
-                if message.get("type") == "challenge":
-                    epoch[0] = message["epoch"]
-                    await sock.send(datagram(peer, key=UDP_KEY, epoch=epoch[0]))
-                else:
-                    out.append(message)
+                loaded = json.loads(packet[:-TAG_SIZE])
+                for message in loaded if isinstance(loaded, list) else [loaded]:
+                    if message.get("type") == "challenge":
+                        epoch[0] = message["epoch"]
+                        await sock.send(datagram(peer, key=UDP_KEY, epoch=epoch[0]))
+                    else:
+                        out.append(message)
 
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(receive)
@@ -133,6 +134,7 @@ async def _socketio_client(url: str, peer: str, beat: bool, out: list[Any]) -> N
 
     client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
     client.on("peer_gone", lambda data: out.append({"type": "gone", **data}))
+    client.on("presence_diff", lambda data: out.append({"type": "presence_diff", **data}))
     await client.connect(url, wait_timeout=10)
     out.append({"type": "welcome", "peer": client.get_sid()})
     try:
@@ -161,6 +163,13 @@ async def _client(
     except Exception as exc:  # the server closed it: the end of the stream, in any form
         out.append({"type": "closed", "error": repr(exc)})
     await anyio.sleep_forever()
+
+
+def _told(message: dict[str, Any], peer: str) -> bool:
+    """Whether ``message`` tells of ``peer``'s departure (a presence diff, or ``peer_gone``)."""
+    if message.get("type") == "presence_diff":
+        return peer in message["leaves"]
+    return message.get("type") == "gone" and message.get("peer") == peer
 
 
 async def check_serve(transport: str) -> str:
@@ -215,7 +224,7 @@ async def _serve_session(server: Server, transport: str) -> str:
         if gone["reason"] != "heartbeat timeout":
             raise CheckFailed(f"{transport}: the silent client ended as {gone['reason']!r}")
         with anyio.fail_after(WAIT):
-            while not any(m.get("type") == "gone" and m.get("peer") == silent_id for m in beating):
+            while not any(_told(m, silent_id) for m in beating):
                 await anyio.sleep(0.05)
         await anyio.sleep(INTERVAL * 4)  # the beating client stays through several timeouts
         ended = [e for e in server.seen if e["event"] == "heartbeat_monitor.peer_gone"]

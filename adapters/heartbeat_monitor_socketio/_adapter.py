@@ -15,6 +15,7 @@ the heartbeat event                 ``hub.beat(link)`` (one dict lookup, no payl
 ``disconnect`` (any reason)         ``hub.close(link, reason)``
 a frame it cannot take              ``hub.refuse(link, reason)``
 ``enter_room`` / ``leave_room``     ``hub.join`` / ``hub.leave``
+the ``presence_sync`` event         ``hub.sync(link, room)``
 ==================================  ===============================================
 
 and the hub's answers into python-socketio: a connection's ``close`` is
@@ -50,7 +51,7 @@ from heartbeat_monitor import (
     Reason,
 )
 
-from . import _internals
+from . import _internals, _presence
 from ._connection import Outbox, SidConnection, SocketIOAudience, SocketIOStats
 from ._engineio import align_ping_timeout, check_engineio
 from ._frames import FrameGuard, heartbeat_packets, json_type
@@ -81,9 +82,8 @@ class SocketIOAdapter:
     seconds; silent for more than ``misses`` intervals it is disconnected
     (``"heartbeat timeout"``). Whichever way a peer leaves, the ``on_gone``
     callbacks run exactly once with a :class:`~heartbeat_monitor.PeerGone`, and
-    the other clients get one ``peer_gone`` event ``{"peer", "reason"}``: in
-    the rooms it was in (``notify="rooms"``), the whole namespace
-    (``"namespace"``) or nowhere (``"none"``). ``room`` makes every connection
+    its rooms are told (``notify``: presence diffs, ``peer_gone``, both, none; see
+    docs/presence.md and ``hub.presence(room)``). ``room`` makes every connection
     join that room. See :class:`AdapterOptions` for the rest.
     """
 
@@ -138,14 +138,7 @@ class SocketIOAdapter:
             )
         self._owns_hub = hub is None
         if hub is None:
-            hub = PeerHub(
-                monitor,
-                timeout=opts.timeout,
-                max_rate=opts.max_rate,
-                min_beat_gap=opts.beat_gap,
-                notify="none" if opts.notify == "none" else "peer_gone",
-                scope="rooms" if opts.notify == "rooms" else "all",
-            )
+            hub = PeerHub(monitor, **opts.hub_options())
         #: The hub that decides every peer's life (shared with other transports if given).
         self.hub = hub
         if opts.engineio != "ignore":  # engine.io's ping must not drop a client we keep
@@ -271,6 +264,8 @@ class SocketIOAdapter:
                 return self._guard.refuse(reason, sid=args[0])
             if event in _RESERVED:
                 return self._lifecycle(event, args)
+            if event == "presence_sync":  # then python-socketio's handler, if any
+                _presence.sync(self.hub, self._links.get(args[0]), args)
             if opts.any_event:
                 link = self._links.get(args[0])
                 if link is not None and self.monitor.beat(link.episode):
@@ -389,7 +384,10 @@ class SocketIOAdapter:
         if result is False or sid in self._links:
             return result
         peer = sid if identity is None else identity
-        link = self.hub.open(SidConnection(self._outbox, sid), peer, shared=identity is not None)
+        meta = _presence.meta_of(self.options.presence_meta, self.hub, sid, environ, auth)
+        link = self.hub.open(
+            SidConnection(self._outbox, sid), peer, shared=identity is not None, meta=meta
+        )
         if link is None:  # overloaded since the check above, or the id is in use
             told = OVERLOADED if self.monitor.overload.shedding else "peer id in use"
             raise socketio.exceptions.ConnectionRefusedError(told)
@@ -404,8 +402,9 @@ class SocketIOAdapter:
         )
         for room in self._sio.rooms(sid, namespace=self.options.namespace):
             self._entered(sid, room)  # rooms the application's connect handler entered
-        if self.options.room is not None:
-            await self._sio.enter_room(sid, self.options.room, namespace=self.options.namespace)
+        rooms = {*(link.rooms or ()), *((self.options.room,) if self.options.room else ())}
+        for room in rooms:  # its room, and the hub's: python-socketio's rooms too
+            await self._sio.enter_room(sid, room, namespace=self.options.namespace)
         if not _internals.transport_open(self._sio, sid=sid, namespace=self.options.namespace):
             # The client vanished while the connect handler ran: python-socketio skips the
             # disconnect event for a connection still pending, so end it here.

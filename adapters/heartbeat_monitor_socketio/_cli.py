@@ -39,7 +39,16 @@ def add_socketio_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Socket.IO (--transport socketio)")
     group.add_argument("--namespace", default="/", help="Socket.IO namespace to watch (/)")
     group.add_argument(
-        "--room", default="peers", help="room every client joins, to hear peer_gone (peers)"
+        "--room",
+        default="peers",
+        help="room every client joins, to hear who comes and goes (peers)",
+    )
+    group.add_argument(
+        "--notify",
+        choices=("presence", "peer_gone", "both"),
+        default="presence",
+        help="tell the others with presence diffs (one per room per window), one peer_gone per "
+        "departure (N x M messages), or both (presence)",
     )
     group.add_argument("--event", default="heartbeat", help="heartbeat event name (heartbeat)")
     group.add_argument(
@@ -119,6 +128,7 @@ class SocketIOCommandLine:
         from ._static import StaticModules
 
         args = self.args
+        hub.notify = args.notify
         origins = args.cors_allowed_origins
         cors: str | list[str] = "*" if origins == "*" else [o for o in origins.split(",") if o]
         sio = socketio.AsyncServer(
@@ -299,7 +309,12 @@ async def _demo_client(
         tally.notices += 1
         _logger.info("heartbeat_monitor.demo.told", client=name, **data)
 
+    def diff(data: dict[str, Any]) -> None:
+        for peer, left in data.get("leaves", {}).items():
+            told({"peer": peer, "reason": left["reason"]})
+
     client.on("peer_gone", told, namespace=args.namespace)
+    client.on("presence_diff", diff, namespace=args.namespace)
     try:
         await client.connect(
             transport.url or "", namespaces=[args.namespace], auth={"name": name}, wait_timeout=5

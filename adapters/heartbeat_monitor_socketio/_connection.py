@@ -21,6 +21,8 @@ from . import _internals
 __all__ = ("Outbox", "SidConnection", "SocketIOAudience", "SocketIOStats")
 
 _logger = structlog.get_logger("heartbeat_monitor")
+#: Presence goes to this node's clients only (another node tells its own): no message queue.
+_LOCAL: Final = frozenset({"presence_diff", "presence_state"})
 
 
 @final
@@ -73,7 +75,12 @@ class Outbox:
     ) -> None:
         try:
             await self.sio.emit(
-                event, payload, to=to, skip_sid=list(skip), namespace=self.namespace
+                event,
+                payload,
+                to=to,
+                skip_sid=list(skip),
+                namespace=self.namespace,
+                ignore_queue=event in _LOCAL,
             )
         except Exception:
             _logger.exception("heartbeat_monitor.socketio.notify_failed", event_name=event)
@@ -145,3 +152,11 @@ class SocketIOAudience:
         skip = tuple(c.sid for c in exclude if isinstance(c, SidConnection))
         to = None if rooms is None else list(rooms)
         self._outbox.emit(event, dict(payload), to, skip)
+
+    def send(
+        self, event: str, payload: Mapping[str, object], connections: Collection[Connection]
+    ) -> None:
+        """One ``sio.emit`` to these sids: python-socketio encodes the payload once."""
+        sids = [c.sid for c in connections if isinstance(c, SidConnection)]
+        if sids:
+            self._outbox.emit(event, dict(payload), sids, ())

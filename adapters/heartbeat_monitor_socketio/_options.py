@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, final
 
@@ -41,8 +41,20 @@ class AdapterOptions:
     identify: Callable[[str, Mapping[str, Any], Any], Hashable | None] | None = None
     #: A room every connection joins on connect.
     room: str | None = None
-    #: Whom to tell of a departure: its rooms, the whole namespace, or no one.
-    notify: Literal["rooms", "namespace", "none"] = "rooms"
+    #: What the others are told: presence diffs (one per room per window), one ``peer_gone``
+    #: per departure (N x M messages), both, or nothing.
+    notify: Literal["presence", "peer_gone", "both", "none"] = "presence"
+    #: Who hears ``peer_gone``: the rooms the peer was in, or the whole namespace.
+    scope: Literal["rooms", "namespace"] = "rooms"
+    #: Presence: the flush window and a dropped connection's grace (seconds), the watched
+    #: rooms (``None``: every room), and ``presence_meta(sid, environ, auth)``: a
+    #: connection's presence fields (a small dict; ``None``: none).
+    diff_interval: float = 0.05
+    leave_grace: float = 0.0
+    presence_rooms: Collection[Hashable] | None = None
+    presence_meta: Callable[[str, Mapping[str, Any], Any], Mapping[str, object] | None] | None = (
+        None
+    )
     #: Heartbeats closer together than this are dropped (default: ``interval / 10``).
     min_beat_gap: float | None = None
     #: Heartbeats a connection may send per second; a second window over it is a flood.
@@ -71,6 +83,20 @@ class AdapterOptions:
         """``interval * misses``: how long a client may stay silent."""
         return self.interval * self.misses
 
+    def hub_options(self) -> dict[str, Any]:
+        """The keyword arguments of the :class:`~heartbeat_monitor.PeerHub` the adapter makes."""
+        return {
+            "timeout": self.timeout,
+            "max_rate": self.max_rate,
+            "min_beat_gap": self.beat_gap,
+            "notify": self.notify,
+            "scope": "rooms" if self.scope == "rooms" else "all",
+            "room": self.room,  # the adapter enters python-socketio's room of that name too
+            "diff_interval": self.diff_interval,
+            "leave_grace": self.leave_grace,
+            "presence_rooms": self.presence_rooms,
+        }
+
     @property
     def beat_gap(self) -> float:
         return self.interval / 10 if self.min_beat_gap is None else self.min_beat_gap
@@ -86,10 +112,14 @@ class AdapterOptions:
             raise ConfigurationError(f"event must be a non-reserved event name, not {self.event!r}")
         if not isinstance(self.namespace, str) or not self.namespace.startswith("/"):
             raise ConfigurationError(f"namespace must start with '/', not {self.namespace!r}")
-        if self.notify not in ("rooms", "namespace", "none"):
+        if self.notify not in ("presence", "peer_gone", "both", "none"):
             raise ConfigurationError(
-                f"notify must be 'rooms', 'namespace' or 'none', not {self.notify!r}"
+                f"notify must be 'presence', 'peer_gone', 'both' or 'none', not {self.notify!r}"
             )
+        if self.scope not in ("rooms", "namespace"):
+            raise ConfigurationError(f"scope must be 'rooms' or 'namespace', not {self.scope!r}")
+        if self.presence_meta is not None and not callable(self.presence_meta):
+            raise ConfigurationError(f"presence_meta must be callable, not {self.presence_meta!r}")
         if self.engineio not in ("check", "fix", "ignore"):
             raise ConfigurationError(
                 f"engineio must be 'check', 'fix' or 'ignore', not {self.engineio!r}"

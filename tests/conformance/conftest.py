@@ -261,7 +261,7 @@ async def _socketio(peer_timeout: float) -> AsyncIterator[Harness]:
         HeartbeatMonitor(peer_timeout, resolution=RESOLUTION) as monitor,
         anyio.create_task_group() as task_group,
     ):
-        hub = PeerHub(monitor)
+        hub = PeerHub(monitor, notify="peer_gone")
         address = await task_group.start(transport.serve, hub)
         harness = Harness("socketio", hub, address, task_group)
         #: Measured: a Socket.IO handshake costs several times a plain websocket's.
@@ -284,7 +284,7 @@ async def harness(request: pytest.FixtureRequest, peer_timeout: float) -> AsyncI
         return
     transport = TRANSPORTS[name]()
     async with HeartbeatMonitor(peer_timeout, resolution=RESOLUTION) as monitor:
-        hub = PeerHub(monitor)
+        hub = PeerHub(monitor, notify="peer_gone")
         async with anyio.create_task_group() as task_group:
             address = await task_group.start(transport.serve, hub)
             harness = Harness(name, hub, address, task_group)

@@ -25,7 +25,7 @@ async def _hub(timeout: float = 1.0) -> Any:  # noqa: ASYNC109 -- the peers' tim
     clock = ManualClock()
     monitor = HeartbeatMonitor(timeout, resolution=0.1, clock=clock)
     gone: list[PeerGone] = []
-    hub = PeerHub(monitor, on_gone=gone.append, max_rate=20)
+    hub = PeerHub(monitor, on_gone=gone.append, max_rate=20, notify="peer_gone")
     transport = MemoryTransport()
     return clock, monitor, hub, transport, gone
 

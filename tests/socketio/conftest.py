@@ -156,6 +156,7 @@ async def start_server() -> AsyncIterator[StartServer]:
                 setup(sio)
             gone = Changes()
             adapter_options.setdefault("room", "peers")
+            adapter_options.setdefault("notify", "peer_gone")  # what these tests listen for
             adapter = SocketIOAdapter(
                 sio,
                 on_gone=lambda event: gone.append((event.peer, event.reason)),

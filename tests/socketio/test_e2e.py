@@ -173,7 +173,7 @@ async def test_peer_gone_goes_to_the_rooms_the_peer_was_in_only(start_server: St
 
 
 async def test_notify_namespace_tells_everyone_else(start_server: StartServer) -> None:
-    live = await start_server(interval=INTERVAL, misses=MISSES, room=None, notify="namespace")
+    live = await start_server(interval=INTERVAL, misses=MISSES, room=None, scope="namespace")
     a = await live.client()
     b = await live.client()
     silent = await live.client(beat=False)

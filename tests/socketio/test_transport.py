@@ -33,7 +33,7 @@ async def test_socketio_transport_serves_a_hub_monitor() -> None:
     clients: list[Client] = []
     try:
         async with HeartbeatMonitor(0.4, resolution=0.04) as monitor:
-            hub = PeerHub(monitor)
+            hub = PeerHub(monitor, notify="peer_gone")
             async with anyio.create_task_group() as task_group:
                 host, port = await task_group.start(transport.serve, hub)
                 adapter = transport.adapter

@@ -24,7 +24,7 @@ async def running(transport: Transport) -> AsyncIterator[Any]:
     clock = ManualClock()
     async with HeartbeatMonitor(1.0, resolution=0.1, clock=clock) as monitor:
         gone: list[PeerGone] = []
-        hub = PeerHub(monitor, on_gone=gone.append)
+        hub = PeerHub(monitor, on_gone=gone.append, notify="peer_gone")
         async with anyio.create_task_group() as tg:
             host, port = await tg.start(transport.serve, hub)
             yield clock, monitor, hub, gone, host, port
@@ -103,7 +103,7 @@ async def test_stopping_the_server_ends_each_episode_once(anyio_backend, name):
     clock = ManualClock()
     gone: list[PeerGone] = []
     async with HeartbeatMonitor(1.0, clock=clock) as monitor:
-        hub = PeerHub(monitor, on_gone=gone.append)
+        hub = PeerHub(monitor, on_gone=gone.append, notify="peer_gone")
         async with anyio.create_task_group() as tg:
             host, port = await tg.start(transport.serve, hub)
             if name == "tcp":

@@ -42,7 +42,7 @@ async def udp_server(**options: Any) -> AsyncIterator[Udp]:
     clock = ManualClock()
     transport = UdpTransport("127.0.0.1", 0, wall_clock=lambda: NOW, **options)
     async with HeartbeatMonitor(10, clock=clock) as monitor, anyio.create_task_group() as tg:
-        hub = PeerHub(monitor)
+        hub = PeerHub(monitor, notify="peer_gone")
         host, port = await tg.start(transport.serve, hub)
         async with await anyio.create_connected_udp_socket(host, port) as sock:
             yield Udp(hub, sock, transport.epoch, transport, clock)

@@ -1,0 +1,43 @@
+"""Presence on Socket.IO: a connection's fields from its connect ``auth``, ``presence_sync``.
+
+The rest of presence is the hub's (:class:`~heartbeat_monitor.Roster`): the
+adapter's audience emits its ``presence_diff`` to a room and its
+``presence_state`` to a list of sids, one ``sio.emit`` each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from heartbeat_monitor import Link, PeerHub
+
+__all__ = ("MetaHook", "meta_of", "sync")
+
+_logger = structlog.get_logger("heartbeat_monitor")
+
+#: ``presence_meta(sid, environ, auth)``: a connection's presence fields (a small dict).
+MetaHook = Callable[[str, Mapping[str, Any], Any], Mapping[str, object] | None]
+
+
+def meta_of(
+    hook: MetaHook | None, hub: PeerHub, sid: str, environ: Any, auth: Any
+) -> Mapping[str, object] | None:
+    """The fields ``hook`` gives a new connection, checked; a failing hook gives none (logged)."""
+    try:
+        return None if hook is None else hub.roster.check(hook(sid, environ, auth))
+    except Exception:
+        _logger.exception("heartbeat_monitor.socketio.presence_meta_failed", sid=sid)
+        return None
+
+
+def sync(hub: PeerHub, link: Link | None, args: tuple[Any, ...]) -> None:
+    """The ``presence_sync`` event (``{"room": r}`` optional): a fresh state at the next flush."""
+    data = args[1] if len(args) > 1 else None
+    room = data.get("room") if isinstance(data, dict) else None
+    if room is not None and not isinstance(room, str):
+        hub.refuse_input("socketio", "wrong type: presence_sync 'room' must be a string")
+    elif link is not None:
+        hub.sync(link, room)
