@@ -68,7 +68,13 @@ class PresenceVersusClients(RuleBasedStateMachine):
     @rule(peer=st.sampled_from(PEERS), name=st.sampled_from(["Ann", "Bo"]))
     @precondition(lambda self: self.hub is not None)
     def connect(self, peer: str, name: str) -> None:
-        self.clients.append(self.transport.connect(peer, shared=True, meta={"name": name}))
+        client = self.transport.connect(peer, shared=True, meta={"name": name})
+        self.clients.append(client)
+        assert client.link is not None
+        for index in list(self.dropped_at):  # it resumed a held slot: no longer held apart
+            dropped = self.clients[index].link
+            if dropped is not None and dropped.conn == client.link.conn:
+                del self.dropped_at[index]
 
     @rule(
         data=st.data(), reason=st.sampled_from([Reason.CLIENT_DISCONNECT, Reason.TRANSPORT_CLOSE])
