@@ -25,7 +25,7 @@ INTERVAL = float(os.environ.get("HEARTBEAT_INTERVAL", "5"))  # seconds between h
 
 # --8<-- [start:fastapi]
 sio = socketio.AsyncServer(async_mode="asgi")
-adapter = SocketIOAdapter(sio, interval=INTERVAL, misses=2, room="peers")
+adapter = SocketIOAdapter(sio, interval=INTERVAL, misses=2, room="peers", notify="peer_gone")
 
 
 @asynccontextmanager

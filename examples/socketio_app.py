@@ -38,7 +38,9 @@ def forget(gone: PeerGone) -> None:  # runs exactly once per peer, whatever ende
     print(f"{gone.peer} is gone: {gone.reason}", flush=True)
 
 
-adapter = SocketIOAdapter(sio, interval=INTERVAL, misses=2, room="peers", on_gone=forget)
+adapter = SocketIOAdapter(
+    sio, interval=INTERVAL, misses=2, room="peers", notify="peer_gone", on_gone=forget
+)
 
 # The adapter runs while the app does: uvicorn's startup and shutdown (one task).
 lifetime = contextlib.AsyncExitStack()

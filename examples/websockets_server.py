@@ -31,7 +31,7 @@ def forget(gone: PeerGone) -> None:
 async def main(host: str, port: int) -> None:
     transport = WebSocketTransport(host, port)
     async with HeartbeatMonitor(timeout=INTERVAL * 2) as monitor:
-        hub = PeerHub(monitor, on_gone=forget)
+        hub = PeerHub(monitor, on_gone=forget, notify="peer_gone")  # one "gone" per departure
         async with anyio.create_task_group() as task_group:
             host, port = await task_group.start(transport.serve, hub)
             print(f"listening on ws://{host}:{port}", flush=True)

@@ -401,7 +401,8 @@ class SocketIOAdapter:
             connections=len(link.episode.links),
         )
         for room in self._sio.rooms(sid, namespace=self.options.namespace):
-            self._entered(sid, room)  # rooms the application's connect handler entered
+            if room != sid:  # rooms the application's connect handler entered (not its own)
+                self._entered(sid, room)
         rooms = {*(link.rooms or ()), *((self.options.room,) if self.options.room else ())}
         for room in rooms:  # its room, and the hub's: python-socketio's rooms too
             await self._sio.enter_room(sid, room, namespace=self.options.namespace)

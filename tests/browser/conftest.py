@@ -179,6 +179,7 @@ async def browser_world(**adapter_options: Any) -> AsyncIterator[World]:
         "misses": MISSES,
         "hidden_timeout": HIDDEN_TIMEOUT,
         "room": "peers",
+        "notify": "peer_gone",  # what told_of() reads
         **adapter_options,
     }
     adapter = SocketIOAdapter(sio, on_gone=gone.append, **options)
