@@ -56,6 +56,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also: Socket.IO end to end, metrics off vs on (interleaved in one server, 80 s)",
     )
     parser.add_argument(
+        "--presence",
+        action="store_true",
+        help="also run benchmarks.presence: presence vs peer_gone end to end (minutes)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="folder for results.json and the PNG plots (default: a temp dir)",
@@ -148,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
                 results["metrics_cost"]["requests_ms"] = _metrics_cost.measure_requests()
         else:
             results["socketio_e2e"] = "skipped: heartbeat_monitor_socketio or psutil missing"
+    if args.presence:
+        from . import presence
+
+        results["presence"] = presence.measure(quick=quick)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

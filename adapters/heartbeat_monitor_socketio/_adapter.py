@@ -400,12 +400,8 @@ class SocketIOAdapter:
             namespace=self.options.namespace,
             connections=len(link.episode.links),
         )
-        for room in self._sio.rooms(sid, namespace=self.options.namespace):
-            if room != sid:  # rooms the application's connect handler entered (not its own)
-                self._entered(sid, room)
-        rooms = {*(link.rooms or ()), *((self.options.room,) if self.options.room else ())}
-        for room in rooms:  # its room, and the hub's: python-socketio's rooms too
-            await self._sio.enter_room(sid, room, namespace=self.options.namespace)
+        opts = self.options
+        await _presence.enter_rooms(self._sio, sid, opts.namespace, link, opts.room, self._entered)
         if not _internals.transport_open(self._sio, sid=sid, namespace=self.options.namespace):
             # The client vanished while the connect handler ran: python-socketio skips the
             # disconnect event for a connection still pending, so end it here.

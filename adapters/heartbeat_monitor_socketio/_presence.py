@@ -1,4 +1,4 @@
-"""Presence on Socket.IO: a connection's fields from its connect ``auth``, ``presence_sync``.
+"""Presence on Socket.IO: a new connection's rooms and fields, and ``presence_sync``.
 
 The rest of presence is the hub's (:class:`~heartbeat_monitor.Roster`): the
 adapter's audience emits its ``presence_diff`` to a room and its
@@ -7,14 +7,15 @@ adapter's audience emits its ``presence_diff`` to a room and its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+import socketio
 import structlog
 
 from heartbeat_monitor import Link, PeerHub
 
-__all__ = ("MetaHook", "meta_of", "sync")
+__all__ = ("MetaHook", "enter_rooms", "meta_of", "sync")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -41,3 +42,21 @@ def sync(hub: PeerHub, link: Link | None, args: tuple[Any, ...]) -> None:
         hub.refuse_input("socketio", "wrong type: presence_sync 'room' must be a string")
     elif link is not None:
         hub.sync(link, room)
+
+
+async def enter_rooms(
+    sio: socketio.AsyncServer,
+    sid: str,
+    namespace: str,
+    link: Link,
+    room: str | None,
+    entered: Callable[[str, Hashable], None],
+) -> None:
+    """A new connection's rooms: those the application's connect handler entered (the hub
+    learns them; not the sid's own room), then the hub's ``room`` and the adapter's
+    ``room`` (python-socketio learns them, and tells the hub through its room hooks)."""
+    for name in sio.rooms(sid, namespace=namespace):
+        if name != sid:
+            entered(sid, name)
+    for name in {*(link.rooms or ()), *((room,) if room else ())}:
+        await sio.enter_room(sid, name, namespace=namespace)

@@ -1,0 +1,457 @@
+"""Telling the others at scale: presence diffs side by side with one ``peer_gone`` per departure.
+
+Socket.IO end to end on loopback, in processes of their own: a server
+(python-socketio under uvicorn with a ``SocketIOAdapter``, ``--interval 1
+--misses 2``, everyone in the room ``peers``) and crowds of clients. The
+clients speak Socket.IO v5 over a websocket themselves (a few lines on
+``websockets``: 1,000 python-socketio ``AsyncClient`` objects, each with its
+own HTTP session, would measure the client library); the server is the real
+thing. Each scenario runs with ``notify="presence"`` and with
+``notify="peer_gone"`` in the same run:
+
+* **kill** — 1,000 of 2,000 clients killed at once (SIGKILL of their process):
+  when has every stayer heard of every departure, and how many server
+  CPU-seconds did it take? (Target: within 2 s, <= 2 CPU-s.)
+* **silent** — 500 of 1,000 clients stop beating at once: how late after its
+  deadline (last beat + 2 s) does each stayer hear of each silent peer, and
+  were healthy peers expired? (Target: within 1 s of the deadlines, none.)
+* **joins** — 1,000 clients connect within about 1 s: how many diffs did the
+  room get, and how close together? (Target: at most one per window.)
+
+``python -m benchmarks.presence`` runs it (``--quick``: 200 / 100 / 200 clients);
+``python -m benchmarks --presence`` runs it with the rest. It takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ("main", "measure")
+
+INTERVAL = 1.0
+MISSES = 2
+TIMEOUT = INTERVAL * MISSES
+#: How long a mode may take to tell everyone before it is reported as not done.
+CAP = 60.0
+ROOM = "peers"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+async def _serve(mode: str) -> None:
+    import socket
+
+    import socketio
+    import uvicorn
+
+    from heartbeat_monitor_socketio import SocketIOAdapter
+
+    from ._contenders import quiet_structlog
+
+    quiet_structlog()
+    sio = socketio.AsyncServer(async_mode="asgi", ping_interval=25, ping_timeout=20)
+    adapter = SocketIOAdapter(
+        sio, interval=INTERVAL, misses=MISSES, room=ROOM, notify=mode, min_beat_gap=0.0
+    )
+    hub = adapter.hub
+    flushes: list[float] = []
+    audience = hub.audience
+
+    class Counting:  # the adapter's audience, noting when the room is told a diff
+        def tell(self, event: str, payload: Any, *, rooms: Any, exclude: Any) -> None:
+            if event == "presence_diff" and payload["room"] == ROOM:
+                flushes.append(time.monotonic())
+            audience.tell(event, payload, rooms=rooms, exclude=exclude)
+
+        def send(self, event: str, payload: Any, connections: Any) -> None:
+            audience.send(event, payload, connections)
+
+    hub.audience = Counting()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    config = uvicorn.Config(
+        socketio.ASGIApp(sio), log_level="error", lifespan="off", access_log=False, backlog=4096
+    )
+    server = uvicorn.Server(config)
+    print(sock.getsockname()[1], flush=True)
+    loop = asyncio.get_running_loop()
+
+    def report() -> None:  # SIGUSR1: what the server did, one JSON line
+        gaps = [b - a for a, b in itertools.pairwise(flushes)]
+        print(
+            json.dumps(
+                {
+                    "diffs": len(flushes),
+                    "first_diff": flushes[0] if flushes else None,
+                    "last_diff": flushes[-1] if flushes else None,
+                    "min_gap_s": min(gaps) if gaps else None,
+                    "gone": dict(hub.gone),
+                    "peers": len(hub),
+                }
+            ),
+            flush=True,
+        )
+
+    loop.add_signal_handler(signal.SIGUSR1, report)
+    async with adapter:
+        await server.serve(sockets=[sock])
+
+
+# -- the clients ----------------------------------------------------------------------------
+
+
+class _Crowd:
+    """Socket.IO clients over websockets: they beat, answer pings, note departures."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        self.count = count
+        self.clients: list[_Client] = []
+        self.ready = asyncio.Event()
+        #: The departures to wait for, and each client's progress through them.
+        self.expect: frozenset[str] = frozenset()
+        self.gate = asyncio.Semaphore(64)  # handshakes at once
+
+    def opened(self, client: _Client) -> None:
+        self.clients.append(client)
+        if len(self.clients) == self.count:
+            self.ready.set()
+
+    def status(self) -> dict[str, Any]:
+        done = [c.done_at for c in self.clients if c.done_at is not None]
+        return {
+            "done": len(done),
+            "of": len(self.clients),
+            "last": max(done) if done else None,
+            "heard_of_others": sum(c.others for c in self.clients),
+        }
+
+    def lateness(self, deadlines: dict[str, float]) -> float | None:
+        """How long after its deadline the last client heard of the last departure."""
+        late = [
+            c.heard[p] - deadlines[p] for c in self.clients for p in self.expect if p in c.heard
+        ]
+        return max(late) if late else None
+
+
+class _Client:
+    """One Socket.IO client over a websocket."""
+
+    __slots__ = ("beating", "crowd", "done_at", "heard", "last_beat", "others", "sid", "ws")
+
+    def __init__(self, crowd: _Crowd) -> None:
+        self.crowd = crowd
+        self.ws: Any = None
+        self.sid = ""
+        self.beating = True
+        self.last_beat = 0.0
+        #: expected peer -> monotonic time this client first heard it was gone
+        self.heard: dict[str, float] = {}
+        self.done_at: float | None = None
+        #: Departures heard of peers not expected to leave.
+        self.others = 0
+
+    async def run(self) -> None:
+        from websockets.asyncio.client import connect
+
+        crowd = self.crowd
+        async with crowd.gate:
+            ws = await connect(crowd.url, max_size=None, ping_interval=None, compression=None)
+            await ws.recv()  # engine.io's open packet
+            await ws.send("40")
+            reply = str(await ws.recv())
+        self.ws = ws
+        self.sid = json.loads(reply[reply.index("{") :])["sid"]
+        crowd.opened(self)
+        beat = asyncio.create_task(self._beat())
+        try:
+            async for message in ws:
+                text = message if isinstance(message, str) else message.decode()
+                if text == "2":
+                    await ws.send("3")
+                elif text.startswith("42"):
+                    self._event(text)
+        finally:
+            beat.cancel()
+
+    def _event(self, text: str) -> None:
+        event, data = json.loads(text[2:])
+        if event == "presence_diff":
+            gone = list(data["leaves"])
+        elif event == "peer_gone":
+            gone = [data["peer"]]
+        else:
+            return
+        now = time.monotonic()
+        expect = self.crowd.expect
+        for peer in gone:
+            if peer not in expect:
+                self.others += 1
+            elif peer not in self.heard:
+                self.heard[peer] = now
+                if len(self.heard) == len(expect):
+                    self.done_at = now
+
+    async def _beat(self) -> None:
+        await asyncio.sleep(INTERVAL * (id(self) % 997) / 997)  # spread the beats
+        while True:
+            if self.beating:
+                await self.ws.send('42["heartbeat"]')
+                self.last_beat = time.monotonic()
+            await asyncio.sleep(INTERVAL)
+
+
+async def _clients(url: str, count: int, rate: float) -> None:
+    """Open ``count`` clients (``rate`` per second; 0: as fast as they go), then obey stdin."""
+    crowd = _Crowd(url, count)
+    tasks = []
+    for _ in range(count):
+        tasks.append(asyncio.create_task(_Client(crowd).run()))
+        if rate:
+            await asyncio.sleep(1 / rate)
+    await crowd.ready.wait()
+    print(json.dumps({"ids": [c.sid for c in crowd.clients]}), flush=True)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        answer: Any = None
+        if command["cmd"] == "expect":
+            crowd.expect = frozenset(command["peers"])
+            answer = {"expecting": len(crowd.expect)}
+        elif command["cmd"] == "silence":
+            for client in crowd.clients:
+                client.beating = False
+            await asyncio.sleep(INTERVAL)  # a beat being sent now is the last
+            answer = {c.sid: c.last_beat for c in crowd.clients}
+        elif command["cmd"] == "status":
+            answer = crowd.status()
+        elif command["cmd"] == "late":
+            answer = {"max_late_s": crowd.lateness(command["deadlines"])}
+        print(json.dumps(answer), flush=True)
+
+
+# -- the parent -----------------------------------------------------------------------------
+
+
+class _Process:
+    def __init__(self, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.presence", *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def line(self) -> str:
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark process {self.popen.args!r} ended early")
+        return line
+
+    def ask(self, **command: Any) -> Any:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(json.dumps(command) + "\n")
+        self.popen.stdin.flush()
+        return json.loads(self.line())
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+
+
+class _Server(_Process):
+    def __init__(self, mode: str) -> None:
+        super().__init__("server", mode)
+        self.url = f"http://127.0.0.1:{int(self.line())}"
+        self.ps = importlib.import_module("psutil").Process(self.popen.pid)
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def report(self) -> dict[str, Any]:
+        self.popen.send_signal(signal.SIGUSR1)
+        return dict(json.loads(self.line()))
+
+
+def _crowd_process(server: _Server, count: int, rate: float = 0) -> tuple[_Process, list[str]]:
+    crowd = _Process("clients", server.url, str(count), str(rate))
+    return crowd, list(json.loads(crowd.line())["ids"])
+
+
+def _wait(crowd: _Process) -> dict[str, Any]:
+    """Poll ``crowd`` until every client heard of every expected departure (or the cap)."""
+    started = time.monotonic()
+    while True:
+        status: dict[str, Any] = crowd.ask(cmd="status")
+        if status["done"] == status["of"] or time.monotonic() - started > CAP:
+            return status
+        time.sleep(0.1)
+
+
+def _kill(mode: str, clients: int) -> dict[str, Any]:
+    server = _Server(mode)
+    crowds: list[_Process] = []
+    try:
+        stayers, _ = _crowd_process(server, clients // 2)
+        crowds.append(stayers)
+        doomed, doomed_ids = _crowd_process(server, clients - clients // 2)
+        crowds.append(doomed)
+        stayers.ask(cmd="expect", peers=doomed_ids)
+        time.sleep(2 * TIMEOUT)  # settled: the joins told, everyone beating
+        cpu, killed_at = server.cpu(), time.monotonic()
+        doomed.popen.send_signal(signal.SIGKILL)
+        status = _wait(stayers)
+        cpu = server.cpu() - cpu
+        told = status["done"] == status["of"]
+        return {
+            "stayers": status["of"],
+            "departures": len(doomed_ids),
+            "stayers_told_all": status["done"],
+            "all_told_within_s": round(status["last"] - killed_at, 3) if told else None,
+            "server_cpu_s": round(cpu, 3),
+            "server": server.report(),
+        }
+    finally:
+        for crowd in crowds:
+            crowd.stop()
+        server.stop()
+
+
+def _silent(mode: str, clients: int) -> dict[str, Any]:
+    server = _Server(mode)
+    crowds: list[_Process] = []
+    try:
+        healthy, _ = _crowd_process(server, clients // 2)
+        crowds.append(healthy)
+        silent, silent_ids = _crowd_process(server, clients - clients // 2)
+        crowds.append(silent)
+        healthy.ask(cmd="expect", peers=silent_ids)
+        time.sleep(2 * TIMEOUT)
+        cpu = server.cpu()
+        last_beats: dict[str, float] = silent.ask(cmd="silence")
+        deadlines = {peer: beat + TIMEOUT for peer, beat in last_beats.items()}
+        status = _wait(healthy)
+        cpu = server.cpu() - cpu
+        late = healthy.ask(cmd="late", deadlines=deadlines)["max_late_s"]
+        time.sleep(TIMEOUT)  # long enough for a wrongly expired healthy peer to show
+        report = server.report()
+        after = healthy.ask(cmd="status")
+        return {
+            "stayers": status["of"],
+            "silent": len(silent_ids),
+            "stayers_told_all": status["done"],
+            "max_after_deadline_s": None if late is None else round(late, 3),
+            "healthy_expired": report["gone"].get("heartbeat timeout", 0) - len(silent_ids),
+            "healthy_told_as_gone": after["heard_of_others"],
+            "server_cpu_s": round(cpu, 3),
+            "server": report,
+        }
+    finally:
+        for crowd in crowds:
+            crowd.stop()
+        server.stop()
+
+
+def _joins(mode: str, clients: int) -> dict[str, Any]:
+    server = _Server(mode)
+    crowds: list[_Process] = []
+    try:
+        observer, _ = _crowd_process(server, 1)
+        crowds.append(observer)
+        time.sleep(0.5)
+        before = server.report()
+        started = time.monotonic()
+        crowd, _ = _crowd_process(server, clients, rate=clients)  # ~1 s of joins
+        crowds.append(crowd)
+        connected_in = time.monotonic() - started
+        time.sleep(1.0)
+        after = server.report()
+        diffs = after["diffs"] - before["diffs"]
+        span = (after["last_diff"] or 0) - (before["last_diff"] or after["first_diff"] or 0)
+        return {
+            "joins": clients,
+            "connected_in_s": round(connected_in, 3),
+            "diffs": diffs,
+            "windows_spanned": math.ceil(span / 0.05) + 1 if diffs else 0,
+            "min_gap_s": after["min_gap_s"],
+        }
+    finally:
+        for crowd in crowds:
+            crowd.stop()
+        server.stop()
+
+
+def measure(*, quick: bool = False, modes: Sequence[str] = ("presence", "peer_gone")) -> Any:
+    """Every scenario, each mode in turn; the figures, with the targets met or not."""
+    size = {"kill": 200 if quick else 2000, "silent": 100 if quick else 1000}
+    joins = 200 if quick else 1000
+    results: dict[str, Any] = {"interval_s": INTERVAL, "misses": MISSES, "cap_s": CAP}
+    for name, run, count in (("kill", _kill, size["kill"]), ("silent", _silent, size["silent"])):
+        results[name] = {}
+        for mode in modes:
+            print(f"presence benchmark: {name}, {count} clients, {mode}...", file=sys.stderr)
+            results[name][mode] = run(mode, count)
+    print(f"presence benchmark: joins, {joins} clients, presence...", file=sys.stderr)
+    results["joins"] = _joins("presence", joins)
+    kill = results["kill"].get("presence", {})
+    silent = results["silent"].get("presence", {})
+    within = kill.get("all_told_within_s")
+    late = silent.get("max_after_deadline_s")
+    results["targets"] = {
+        "kill: every stayer told within 2 s": within is not None and within <= 2.0,
+        "kill: <= 2 server CPU-s": kill.get("server_cpu_s", math.inf) <= 2.0,
+        "silent: within 1 s of the deadlines": late is not None and late <= 1.0,
+        "silent: no healthy peer expired": silent.get("healthy_expired") == 0,
+        "joins: at most one diff per window": (results["joins"]["min_gap_s"] or 1) >= 0.05,
+    }
+    if hasattr(os, "getloadavg"):
+        results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "server":
+        asyncio.run(_serve(argv[1]))
+        return 0
+    if argv and argv[0] == "clients":
+        asyncio.run(_clients(argv[1], int(argv[2]), float(argv[3])))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.presence", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="200 / 100 / 200 clients")
+    parser.add_argument("--output", help="write the figures to this JSON file too")
+    args = parser.parse_args(argv)
+    results = measure(quick=args.quick)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as file:
+            file.write(text + "\n")
+    return 0 if all(results["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
