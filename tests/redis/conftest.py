@@ -291,6 +291,7 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
                 interval=INTERVAL,
                 misses=MISSES,
                 room="peers",
+                notify="peer_gone",  # what these tests listen for
                 identify=identify,
                 on_gone=lambda event: gone.append((event.peer, event.reason)),
             )
