@@ -7,6 +7,7 @@ import pytest
 
 from heartbeat_monitor import Reason
 from tests.redis.conftest import NODE_TIMEOUT, SYNC_INTERVAL, StartNode
+from tests.redis.test_nodes import wait_presence
 
 from ._http import get, samples
 
@@ -39,6 +40,9 @@ async def test_each_node_counts_the_nodes_it_sees(start_node: StartNode) -> None
         (("state", "suspect"),): 0,
         (("state", "held"),): 0,
     }  # per node: b's own peers
+
+    everyone = {watcher.sid: {"a"}, leaver.sid: {"b"}}
+    await wait_presence(a, watcher, everyone, within=NODE_BOUND)  # a knows b's peer
 
     b.kill()  # no goodbye: a notices b gone and announces its peer
     [told] = await watcher.peer_gone.wait(1, within=NODE_BOUND)
