@@ -15,7 +15,7 @@
 //     that timer in a hidden page, and stops it in a frozen one: the server allows for it);
 //   - when the page shows again (visibilitychange, pageshow, resume): "visibility"
 //     {"state": "visible"} and a "heartbeat" at once; the timer starts over;
-//   - on (re)connect: a beat at once (or the hidden report, if hidden).
+//   - on (re)connect: "visibility" with the page's state, and a "heartbeat" if visible.
 // Nothing is sent while the socket is not connected (no stale beats buffered for later).
 // It stops for good on socket.disconnect() or heartbeat.stop(): timer and listeners are removed.
 
@@ -76,7 +76,9 @@ export function startHeartbeat(socket, options = {}) {
   };
 
   const onConnect = () => {
-    beat();
+    // The server learns this page's visibility at once (its presence meta carries it).
+    send(visibilityEvent, { state });
+    if (state === "visible") send(event);
     restart();
   };
   const onDisconnect = (reason) => {

@@ -26,6 +26,11 @@ frozen for good, closed without a goodbye) is still expired.
 With several connections in one episode (the tabs of one identity), the episode
 is held only while every one of them last said ``hidden``: one visible tab that
 hangs is a hung peer.
+
+Each connection's presence meta carries ``"visibility": "hidden" | "visible"``
+once it has reported (the module reports on connect): a change is a meta update
+in the rooms' next ``presence_diff``. A meta replaced by ``hub.update_meta``
+without it gets it back at the connection's next report.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ class Visibility:
         episode = link.episode
         if link.ended:
             return  # refused as a flood by that beat
+        self._meta(link, state)
         if state == "visible":
             self._hidden.discard(link)
             if episode in self.held:
@@ -133,7 +139,22 @@ class Visibility:
     def beat(self, link: Link) -> None:
         """A regular heartbeat from a connection of a held episode: its page is visible."""
         self._hidden.discard(link)
+        self._meta(link, "visible")
         self._release(link)
+
+    def _meta(self, link: Link, state: str) -> None:
+        """The connection's presence meta says ``visibility: state`` (if it did not already)."""
+        meta = link.meta
+        if meta.get("visibility") == state:
+            return
+        fields = {key: value for key, value in meta.items() if key != "conn"}
+        fields["visibility"] = state
+        try:
+            self._hub.update_meta(link.episode.peer, fields, conn=link.conn)
+        except ConfigurationError as exc:  # the user's fields leave no room for it
+            _logger.warning(
+                "heartbeat_monitor.socketio.visibility_meta_failed", peer=link.peer, error=str(exc)
+            )
 
     def _release(self, link: Link) -> None:
         episode = link.episode

@@ -104,6 +104,8 @@ class World:
     opened: Changes
     #: (sid, event, server monotonic time) of each heartbeat the server received.
     heartbeats: Changes
+    #: Every ``presence_diff`` the observer got (the room is ``peers``).
+    diffs: Changes
     pages: list[Page] = field(default_factory=list)
 
     @property
@@ -142,6 +144,23 @@ class World:
         """The ``peer_gone`` notices the observer got about ``sid``."""
         return [notice for notice in self.observer.peer_gone.items if notice["peer"] == sid]
 
+    def leaves_of(self, sid: str) -> list[str]:
+        """The reasons of every presence leave of ``sid`` the observer was told."""
+        return [diff["leaves"][sid]["reason"] for diff in self.diffs.items if sid in diff["leaves"]]
+
+    def visibility_told(self, sid: str) -> list[str]:
+        """``sid``'s ``visibility`` in each presence join or update the observer got, in order."""
+        told = []
+        for diff in self.diffs.items:
+            for kind in ("joins", "updates"):
+                if sid in diff[kind]:
+                    told += [meta.get("visibility", "-") for meta in diff[kind][sid]["metas"]]
+        return told
+
+    def visibility_now(self, sid: str) -> list[object]:
+        """``sid``'s ``visibility`` in the server's presence of the room now."""
+        return [meta.get("visibility") for meta in self.adapter.hub.presence("peers")[sid]]
+
 
 async def until(check: Callable[[], Any], within: float = 10.0, every: float = 0.02) -> Any:
     """The first truthy value of ``await check()`` (or ``check()``), polled; bounded."""
@@ -179,7 +198,7 @@ async def browser_world(**adapter_options: Any) -> AsyncIterator[World]:
         "misses": MISSES,
         "hidden_timeout": HIDDEN_TIMEOUT,
         "room": "peers",
-        "notify": "peer_gone",  # what told_of() reads
+        "notify": "both",  # peer_gone for told_of(), presence diffs for leaves_of()
         **adapter_options,
     }
     adapter = SocketIOAdapter(sio, on_gone=gone.append, **options)
@@ -187,10 +206,12 @@ async def browser_world(**adapter_options: Any) -> AsyncIterator[World]:
     server = SocketIOServer(adapter, other_asgi_app=StaticModules(app=pages_app))
     async with server, Chromium() as browser:
         observer = Client(server.url, "/", INTERVAL)
+        diffs = Changes()
+        observer.sio.on("presence_diff", diffs.append)
         await observer.connect()
         observer.heartbeat.start()
         try:
-            yield World(server, browser, observer, gone, opened, heartbeats)
+            yield World(server, browser, observer, gone, opened, heartbeats, diffs)
         finally:
             with anyio.CancelScope(shield=True):
                 await observer.close()

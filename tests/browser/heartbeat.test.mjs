@@ -106,10 +106,10 @@ function start(socket, doc = new FakeDocument(), win = new EventTarget()) {
   return { heartbeat, doc, win };
 }
 
-test("beats at once on a connected socket, then every interval", () => {
+test("says it is visible and beats at once on a connected socket, then every interval", () => {
   const socket = new FakeSocket();
   start(socket);
-  assert.deepEqual(socket.take(), [HEARTBEAT]);
+  assert.deepEqual(socket.take(), [VISIBLE, HEARTBEAT]);
   clock.tick(1999);
   assert.deepEqual(socket.take(), []);
   clock.tick(1);
@@ -124,12 +124,12 @@ test("waits for the connection and sends nothing while disconnected", () => {
   clock.tick(10_000);
   assert.deepEqual(socket.take(), []);
   socket.connect();
-  assert.deepEqual(socket.take(), [HEARTBEAT]);
+  assert.deepEqual(socket.take(), [VISIBLE, HEARTBEAT]);
   socket.drop();
   clock.tick(10_000);
   assert.deepEqual(socket.take(), [], "no beats buffered while the transport is down");
   socket.connect();
-  assert.deepEqual(socket.take(), [HEARTBEAT]);
+  assert.deepEqual(socket.take(), [VISIBLE, HEARTBEAT]);
   clock.tick(2000);
   assert.deepEqual(socket.take(), [HEARTBEAT]);
 });
@@ -219,7 +219,7 @@ test("works without a document (a worker, a server-side test)", () => {
   const heartbeat = startHeartbeat(socket, { interval: 1, document: null, window: null });
   assert.equal(heartbeat.state, "visible");
   clock.tick(1000);
-  assert.deepEqual(socket.take(), [HEARTBEAT, HEARTBEAT]);
+  assert.deepEqual(socket.take(), [VISIBLE, HEARTBEAT, HEARTBEAT]);
 });
 
 test("bad arguments are clear errors", () => {

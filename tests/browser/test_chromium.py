@@ -36,8 +36,12 @@ async def test_a_visible_page_beats_and_stays_present():
         await until(lambda: world.beats_from(sid) >= start + 10)  # 3 s: five timeouts
         assert world.gone_of(sid) == []
         assert world.told_of(sid) == []
+        assert world.leaves_of(sid) == []
         assert sid in world.adapter.peers()
         assert await page.evaluate("document.visibilityState") == "visible"
+        # Present, and its presence meta says it is visible (the module reported on connect).
+        assert world.visibility_now(sid) == ["visible"]
+        assert (await until(lambda: world.visibility_told(sid)))[-1] == "visible"
 
 
 def _gaps(sent: list[list[object]], name: str, state: str | None = None) -> list[float]:
@@ -57,6 +61,7 @@ async def test_a_hidden_page_is_throttled_for_real_and_only_the_module_survives_
         # 0.3 s beats come too late for interval x misses (0.6 s), and it is expired.
         [gone] = await world.gone.wait(1, within=10)
         assert (gone.peer, gone.reason) == (plain_sid, Reason.HEARTBEAT_TIMEOUT)
+        assert await until(lambda: world.leaves_of(plain_sid)) == ["heartbeat timeout"]
         # The module's page said it is hidden and goes on saying so on its throttled timer.
         await until(lambda: world.episode(module_sid) in world.adapter.visibility.held)
         await until(
@@ -64,6 +69,9 @@ async def test_a_hidden_page_is_throttled_for_real_and_only_the_module_survives_
         )
         assert world.gone_of(module_sid) == []
         assert world.told_of(module_sid) == []
+        assert world.leaves_of(module_sid) == []
+        assert world.visibility_now(module_sid) == ["hidden"]
+        await until(lambda: world.visibility_told(module_sid)[-1:] == ["hidden"])
         sent = await module.evaluate("record.sent")
         # The first tick after hiding may come early (Chromium aligns throttled timers to
         # whole seconds); every later one is throttled: real, not emulated.
@@ -73,6 +81,7 @@ async def test_a_hidden_page_is_throttled_for_real_and_only_the_module_survives_
         assert max(_gaps(plain_sent, "heartbeat")) > TIMEOUT
         await module.show()
         await until(lambda: world.episode(module_sid) not in world.adapter.visibility.held)
+        await until(lambda: world.visibility_told(module_sid)[-1:] == ["visible"])
         sent = await module.evaluate("record.sent")
         assert [name for name, _, _ in sent[-2:]] == ["visibility", "heartbeat"]
         print(f"hidden: module reports every {hidden_gaps} s; plain client {gone.detail}")
@@ -96,6 +105,7 @@ async def test_hidden_and_frozen_shorter_than_hidden_timeout_no_leave_longer_one
         assert world.episode(sid) is episode
         assert world.gone_of(sid) == []
         assert world.told_of(sid) == []
+        assert world.leaves_of(sid) == []
 
         await page.freeze()  # now for good
         [gone] = await world.gone.wait(1, within=HIDDEN_TIMEOUT + 5)
@@ -107,6 +117,7 @@ async def test_hidden_and_frozen_shorter_than_hidden_timeout_no_leave_longer_one
         assert await until(lambda: page.evaluate("record.disconnect")) == "io server disconnect"
         assert len(world.gone_of(sid)) == 1
         assert world.told_of(sid) == [{"peer": sid, "reason": "heartbeat timeout (hidden)"}]
+        assert await until(lambda: world.leaves_of(sid)) == ["heartbeat timeout (hidden)"]
         print(f"frozen {frozen_for:.2f} s: silent {silent:.3f} s, kept; for good: {gone.detail}")
 
 
@@ -125,6 +136,7 @@ async def test_hidden_page_whose_main_thread_stops_leaves_once_on_the_hidden_tim
         assert await until(lambda: page.evaluate("record.disconnect")) == "io server disconnect"
         assert len(world.gone_of(sid)) == 1
         assert len(world.told_of(sid)) == 1
+        assert await until(lambda: world.leaves_of(sid)) == ["heartbeat timeout (hidden)"]
 
 
 async def test_a_visible_page_whose_main_thread_stops_is_expired_on_the_normal_timeout():
@@ -144,4 +156,5 @@ async def test_a_visible_page_whose_main_thread_stops_is_expired_on_the_normal_t
         await page.start()
         assert await until(lambda: page.evaluate("record.disconnect")) == "io server disconnect"
         assert world.told_of(sid) == [{"peer": sid, "reason": "heartbeat timeout"}]
+        assert await until(lambda: world.leaves_of(sid)) == ["heartbeat timeout"]
         print(f"visible, stopped: expired after {gone.detail}")

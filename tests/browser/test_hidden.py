@@ -185,3 +185,42 @@ def test_hidden_timeout_options():
     with pytest.raises(ConfigurationError, match="already handles 'visibility'"):
         SocketIOAdapter(taken)
     assert SocketIOAdapter(socketio.AsyncServer(async_mode="asgi")).options.hidden_timeout == 300
+
+
+async def test_presence_metas_carry_visibility():
+    world = World()
+    async with world.monitor:
+        a = world.transport.connect("a", meta={"name": "ann"})
+        assert a.link is not None
+        world.hub.join(a.link, "lobby")
+        conn = a.link.conn
+
+        def metas() -> list[dict[str, object]]:
+            return [dict(meta) for meta in world.hub.presence("lobby")["a"]]
+
+        assert metas() == [{"conn": conn, "name": "ann"}]
+        world.report(a, "visible")  # what the module says on connect
+        assert metas() == [{"conn": conn, "name": "ann", "visibility": "visible"}]
+        world.report(a, "hidden")
+        assert metas() == [{"conn": conn, "name": "ann", "visibility": "hidden"}]
+        world.beat(a)  # a regular heartbeat: visible again
+        assert metas() == [{"conn": conn, "name": "ann", "visibility": "visible"}]
+        world.hub.update_meta("a", {"name": "bob"})  # the application's fields, replaced
+        world.report(a, "hidden")  # the next report puts it back
+        assert metas() == [{"conn": conn, "name": "bob", "visibility": "hidden"}]
+
+
+async def test_a_meta_with_no_room_left_is_logged_and_the_hidden_timeout_still_holds():
+    from structlog.testing import capture_logs
+
+    world = World()
+    async with world.monitor:
+        big = {"x": "y" * (1024 - 10)}  # just under the roster's limit on a meta (1 KiB)
+        a = world.transport.connect("a", meta=big)
+        with capture_logs() as logs:
+            world.report(a, "hidden")
+        assert "heartbeat_monitor.socketio.visibility_meta_failed" in [e["event"] for e in logs]
+        assert a.link is not None
+        assert a.link.episode in world.visibility.held
+        await world.advance(5 * TIMEOUT)
+        assert world.gone == []
