@@ -20,6 +20,8 @@ line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -231,6 +233,33 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+#: Errors of binding a listening socket: an operator mistake, not a crash.
+_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def _operator_mistake(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """The one line for an exception that is the operator's mistake, else ``None``."""
+    inner = _unwrap(exc)
+    if isinstance(inner, UsageError):
+        return str(inner)
+    error = _find_os_error(exc)
+    if error is not None and error.errno in _CANNOT_LISTEN and hasattr(args, "port"):
+        reason = os.strerror(error.errno).lower()
+        return f"cannot listen on {args.host}:{args.port}: {reason}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: an operator mistake)."""
     plugins = Plugins()
@@ -241,17 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
-    except UsageError as exc:
-        error: BaseException = exc
-    except KeyboardInterrupt:
-        return 130
-    except BaseExceptionGroup as group:
-        error = _unwrap(group)
-        if isinstance(error, KeyboardInterrupt):
+    except BaseException as exc:
+        if isinstance(_unwrap(exc), KeyboardInterrupt):
             return 130
-        if not isinstance(error, UsageError):
+        message = _operator_mistake(exc, args)
+        if message is None:
             raise
-    print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+    print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
     return 2
 
 

@@ -8,9 +8,7 @@ transport whose extra is missing is reported with the ``pip install`` to run.
 from __future__ import annotations
 
 import argparse
-import errno
 import math
-import os
 import signal
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -29,7 +27,6 @@ from ._options import (
     ADAPTERS_GROUP,
     Command,
     TransportBuilder,
-    UsageError,
     add_server_arguments,
     check_server_arguments,
 )
@@ -123,17 +120,6 @@ async def wait_for_stop(duration: float | None = None) -> int | None:
     return None
 
 
-def _find_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_os_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def _run(build: TransportBuilder, args: argparse.Namespace) -> int:
     timeout = check_server_arguments(args)
     metrics = check_metrics_arguments(args)
@@ -156,17 +142,7 @@ def _run(build: TransportBuilder, args: argparse.Namespace) -> int:
             task_group.cancel_scope.cancel()
         return status or 0
 
-    try:
-        return anyio.run(main)
-    except (OSError, BaseExceptionGroup) as exc:
-        error = _find_os_error(exc)
-        if error is None or error.errno not in _CANNOT_LISTEN:
-            raise
-        reason = os.strerror(error.errno).lower()
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
-
-
-_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+    return anyio.run(main)  # a port in use is reported by the command line's main()
 
 
 def serve_command(

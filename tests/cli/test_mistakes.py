@@ -63,7 +63,7 @@ def test_an_empty_udp_key_file(tmp_path):
     )
 
 
-@pytest.mark.parametrize("transport", ["tcp", "udp", "websocket", "socketio"])
+@pytest.mark.parametrize("transport", ["tcp", "udp", "websocket", "socketio", "demo"])
 def test_port_in_use(transport):
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as taken:
@@ -72,6 +72,10 @@ def test_port_in_use(transport):
             taken.listen()
         port = str(taken.getsockname()[1])
         env = {**os.environ, "HEARTBEAT_MONITOR_UDP_KEY": "a key"}
-        result = run_cli("serve", "--transport", transport, "--port", port, env=env)
+        if transport == "demo":
+            result = run_cli("demo", "--port", port, "--duration", "5")
+        else:
+            result = run_cli("serve", "--transport", transport, "--port", port, env=env)
     line = assert_one_line(result, f"cannot listen on 127.0.0.1:{port}", "address already in use")
-    assert line.startswith("heartbeat-monitor serve: error:")
+    command = "demo" if transport == "demo" else "serve"
+    assert line.startswith(f"heartbeat-monitor {command}: error:")
