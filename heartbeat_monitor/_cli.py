@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
-    except BaseException as exc:
+    except BaseException as exc:  # sorted here; anything but a mistake is re-raised
         if isinstance(_unwrap(exc), KeyboardInterrupt):
             return 130
         message = _operator_mistake(exc, args)
