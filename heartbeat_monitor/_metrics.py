@@ -53,6 +53,7 @@ from ._prometheus import (
     prometheus_client,
     read_figures,
 )
+from ._status import Departure, StatusApp
 from ._validate import positive
 
 if TYPE_CHECKING:
@@ -65,37 +66,6 @@ _logger = structlog.get_logger("heartbeat_monitor")
 #: Expiries waiting for their announcement (or the reverse) are forgotten beyond this many
 #: (a gate that never lets a departure through must not grow memory).
 _MAX_WAITING = 10_000
-
-
-@final
-class _Departure:
-    """One end, as the status page lists it (the latency arrives with the expiry)."""
-
-    __slots__ = ("at", "detail", "episode", "latency", "peer", "reason")
-
-    def __init__(self, event: PeerGone, at: float) -> None:
-        self.at = at
-        self.peer = event.key
-        self.episode = event.episode
-        self.reason = event.reason
-        self.detail = event.detail
-        self.latency: float | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "at": self.at,
-            "peer": _label(self.peer),
-            "episode": self.episode,
-            "reason": self.reason,
-            "detail": self.detail,
-            "latency": self.latency,
-        }
-
-
-def _label(peer: Hashable) -> str:
-    """A peer id for display (the status page; never a Prometheus label)."""
-    text = peer if isinstance(peer, str) else repr(peer)
-    return text if len(text) <= 80 else text[:79] + "…"
 
 
 @final
@@ -114,7 +84,8 @@ class Metrics:
       sampler behind the loop-lag histogram and the page's plots.
 
     ``sample_interval``: seconds between samples; ``history``: samples kept for
-    the plots; ``departures``: recent ends listed on the page.
+    the plots; ``departures``: recent ends listed on the page. With a hub, its
+    presence diffs and notices are counted too (``presence_diffs``, ``notices_sent``).
     """
 
     __slots__ = (
@@ -172,7 +143,7 @@ class Metrics:
         #: Times the driver found its own loop stalled and granted grace (``Stalled``).
         self.self_pauses = 0
         #: The most recent ends, newest last.
-        self.departures: deque[_Departure] = deque(maxlen=departures)
+        self.departures: deque[Departure] = deque(maxlen=departures)
         #: Samples for the plots: (wall time, beats per second, max detection latency or None).
         self.history: deque[tuple[float, float, float | None]] = deque(maxlen=history)
         #: Wall-clock time this object was made (for uptime).
@@ -181,7 +152,7 @@ class Metrics:
         self._sources: dict[str, tuple[str, Any, str | None]] = {}
         self._expired = 0
         self._deadlines: dict[tuple[Hashable, int], float] = {}
-        self._announced: dict[tuple[Hashable, int], tuple[float, _Departure]] = {}
+        self._announced: dict[tuple[Hashable, int], tuple[float, Departure]] = {}
         self._latest_latency: float | None = None
         self._last_beats = self.beats
         self._last_sample = time.monotonic()
@@ -193,11 +164,14 @@ class Metrics:
         self.monitor.on_stall(self._on_stall)
         if self.hub is not None:
             self.hub.on_gone(self._on_gone)
+            roster, told = self.hub.roster, self.hub._departures
+            self.add_counter("presence_diffs", lambda: roster.diffs)
+            self.add_counter("notices_sent", lambda: roster.notices + told.notices)
 
     # -- the rare events -------------------------------------------------------------------
 
     def _on_gone(self, event: PeerGone) -> None:
-        departure = _Departure(event, time.time())
+        departure = Departure(event, time.time())
         self.departures.append(departure)
         if event.expired:
             key = (event.key, event.episode)
@@ -226,7 +200,7 @@ class Metrics:
             at, departure = announced
             self._latency(at - event.deadline, departure)
 
-    def _latency(self, latency: float, departure: _Departure | None) -> None:
+    def _latency(self, latency: float, departure: Departure | None) -> None:
         latency = max(latency, 0.0)
         self.detection_latency.observe(latency)
         if departure is not None:
@@ -435,8 +409,6 @@ class Metrics:
         ``/metrics`` exposes ``registry`` (default: a registry of this collector
         alone); other paths answer 404, so it can sit behind another app.
         """
-        from ._status import StatusApp
-
         return StatusApp(self, registry=registry)
 
     def __repr__(self) -> str:

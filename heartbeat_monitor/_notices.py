@@ -65,7 +65,7 @@ class LinkAudience:
 class Departures:
     """Publishes departures: gates, callbacks, and ``peer_gone`` when :attr:`told` is set."""
 
-    __slots__ = ("_audience", "_callbacks", "_gates", "_runner", "told")
+    __slots__ = ("_audience", "_callbacks", "_gates", "_runner", "notices", "told")
 
     def __init__(self, runner: CallbackRunner, audience: Callable[[], Audience]) -> None:
         self._runner = runner
@@ -74,6 +74,8 @@ class Departures:
         self._gates: list[Gate] = []
         #: Whether the others get one ``peer_gone`` per departure.
         self.told = False
+        #: ``peer_gone`` notices told so far (one per departure told, not per recipient).
+        self.notices = 0
 
     def on_gone(self, callback: GoneCallback) -> GoneCallback:
         if not callable(callback):
@@ -133,5 +135,6 @@ class Departures:
                 rooms=rooms,
                 exclude=exclude,
             )
+            self.notices += 1
         except Exception:
             _logger.exception("heartbeat_monitor.notify_failed", peer=event.key)

@@ -104,6 +104,7 @@ class Roster:
         "diff_interval",
         "diffs",
         "leave_grace",
+        "notices",
         "partial",
         "tell",
         "watched",
@@ -129,6 +130,8 @@ class Roster:
         self.partial = False
         #: Diffs sent so far (all rooms).
         self.diffs = 0
+        #: Presence messages told so far (diffs and states; per room or connection told).
+        self.notices = 0
         self._audience = audience
         self._clock = clock
         self._runner = runner
@@ -377,6 +380,7 @@ class Roster:
                 audience.send(event, payload, connections)
             else:
                 audience.tell(event, payload, rooms=(payload["room"],), exclude=())
+            self.notices += 1
         except Exception:
             _logger.exception("heartbeat_monitor.presence.notify_failed", room=payload["room"])
 

@@ -16,7 +16,7 @@ departure (at most ten a second).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping
 from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, final
@@ -28,13 +28,14 @@ import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ._episode import PeerGone
 from ._errors import ConfigurationError
 from ._prometheus import prometheus_client
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
 
-__all__ = ("ASGIApp", "StatusApp", "log_metrics_url", "serve_status")
+__all__ = ("ASGIApp", "Departure", "StatusApp", "log_metrics_url", "serve_status")
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -48,6 +49,37 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Shortest time between two live updates of one page (departures come in bursts).
 _MIN_GAP: Final = 0.1
 _TEXT: Final = b"text/plain; charset=utf-8"
+
+
+@final
+class Departure:
+    """One end, as the status page lists it (the latency arrives with the expiry)."""
+
+    __slots__ = ("at", "detail", "episode", "latency", "peer", "reason")
+
+    def __init__(self, event: PeerGone, at: float) -> None:
+        self.at = at
+        self.peer = event.key
+        self.episode = event.episode
+        self.reason = event.reason
+        self.detail = event.detail
+        self.latency: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "peer": _label(self.peer),
+            "episode": self.episode,
+            "reason": self.reason,
+            "detail": self.detail,
+            "latency": self.latency,
+        }
+
+
+def _label(peer: Hashable) -> str:
+    """A peer id for display (the status page; never a Prometheus label)."""
+    text = peer if isinstance(peer, str) else repr(peer)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _page() -> bytes:

@@ -194,10 +194,12 @@ async def test_figures_of_other_parts_are_read_at_scrape_time() -> None:
     async with HeartbeatMonitor(TIMEOUT, clock=ManualClock()) as monitor:
         metrics = Metrics(PeerHub(monitor))
         sent = [0]
-        metrics.add_counter("notices_sent", lambda: sent[0])
+        metrics.add_counter("notices_sent", lambda: sent[0])  # replaces the hub's own
         sent[0] = 5
         assert scrape(metrics)["heartbeat_monitor_notices_sent_total"] == {(): 5}
-        assert metrics.snapshot()["figures"] == {"notices_sent": 5}
+        figures = metrics.snapshot()["figures"]
+        assert isinstance(figures, dict)
+        assert figures["notices_sent"] == 5
         with pytest.raises(ConfigurationError):
             metrics.add_counter("not a name", lambda: 0)
         cluster: list[object] = []
@@ -215,10 +217,9 @@ async def test_figures_of_other_parts_are_read_at_scrape_time() -> None:
             (("state", "alive"),): 3,
             (("state", "fenced"),): 0,
         }
-        assert metrics.snapshot()["figures"] == {
-            "notices_sent": 5,
-            "cluster_nodes": {"alive": 3, "fenced": 0},
-        }
+        figures = metrics.snapshot()["figures"]
+        assert isinstance(figures, dict)
+        assert figures["cluster_nodes"] == {"alive": 3, "fenced": 0}
 
 
 async def test_the_sampler_fills_the_history_and_the_lag_histogram() -> None:
@@ -245,6 +246,34 @@ async def test_the_sampler_fills_the_history_and_the_lag_histogram() -> None:
         history = snapshot["history"]
         assert isinstance(history, dict)
         assert len(history["time"]) == len(history["beats_per_second"]) == len(metrics.history)
+
+
+async def test_presence_diffs_and_notices_are_counted() -> None:
+    clock = ManualClock()
+    async with HeartbeatMonitor(TIMEOUT, resolution=0.01, clock=clock) as monitor:
+        hub = PeerHub(monitor, notify="both")
+        metrics = Metrics(hub)
+        a = MemoryClient(hub, "a")
+        clock.advance(0.1)  # a's presence state
+        await monitor.wait_idle()
+        b = MemoryClient(hub, "b")
+        clock.advance(0.1)  # b joined: a diff to the room, b's state
+        await monitor.wait_idle()
+        b.disconnect()  # peer_gone told at once, and a diff at the next window
+        clock.advance(0.1)
+        await monitor.wait_idle()
+        scraped = scrape(metrics)
+
+        def kinds(client: MemoryClient, kind: str) -> int:
+            return sum(message["type"] == kind for message in client.inbox)
+
+        diffs = kinds(a, "presence_diff")  # a is in the room all along: it got every diff
+        assert diffs >= 2  # b joined, b left (and a's own join, in its window)
+        assert scraped["heartbeat_monitor_presence_diffs_total"] == {(): diffs}
+        states = kinds(a, "presence_state") + kinds(b, "presence_state")  # one per connection
+        assert kinds(a, "gone") == 1
+        told = diffs + states + 1  # broadcasts count once, whoever receives them
+        assert scraped["heartbeat_monitor_notices_sent_total"] == {(): told}
 
 
 def test_histogram_buckets_are_prometheus_buckets() -> None:
