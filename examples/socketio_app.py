@@ -7,7 +7,7 @@
 Clients emit "heartbeat" every INTERVAL seconds. One silent for two intervals is
 disconnected with the reason "heartbeat timeout"; forget() runs once for it, and
 the other clients (all in the room "peers") get one "peer_gone" event. The page
-http://127.0.0.1:8000/ (examples/browser/) is such a client.
+http://127.0.0.1:8000/ (examples/browser/index.html) is such a client.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import socketio
 import uvicorn
 
 from heartbeat_monitor import PeerGone
-from heartbeat_monitor_socketio import SocketIOAdapter
+from heartbeat_monitor_socketio import SocketIOAdapter, StaticModules
 
 INTERVAL = float(os.environ.get("HEARTBEAT_INTERVAL", "5"))  # seconds between heartbeats
 
@@ -54,10 +54,11 @@ async def shutdown() -> None:  # every peer ends with "server shutdown"
     await lifetime.aclose()
 
 
-PAGE = Path(__file__).with_name("browser")  # a browser client: index.html + heartbeat.js
+PAGE = Path(__file__).with_name("browser") / "index.html"  # a browser client
 app = socketio.ASGIApp(
     sio,
-    static_files={"/": str(PAGE / "index.html"), "/heartbeat.js": str(PAGE / "heartbeat.js")},
+    other_asgi_app=StaticModules(),  # /static/heartbeat.js, the module the page imports
+    static_files={"/": str(PAGE)},
     on_startup=startup,
     on_shutdown=shutdown,
 )

@@ -152,19 +152,25 @@ async def test_fastapi_lists_the_peers_alive(anyio_backend):
         assert json.loads((await get(url))[1]) == [beating[0]["peer"]]
 
 
-async def test_the_browser_page_beats_and_hears_who_is_gone(anyio_backend):
+async def test_the_browser_page_beats_and_hears_who_is_gone(anyio_backend, tmp_path):
+    """The page and the module it imports are served; that module, run by a real client
+    (Node, the official socket.io-client), keeps one socket alive and hears of a silent one."""
     node = shutil.which("node")
     require_tool("node", node is not None)
-    require_tool("socket.io-client", (ROOT / "tests" / "js" / "node_modules").is_dir())
+    client_dir = ROOT / "tests" / "js" / "node_modules" / "socket.io-client"
+    require_tool("socket.io-client", client_dir.is_dir())
     async with run_example("socketio_app.py") as running:
-        page = await get(f"http://127.0.0.1:{running.port}/")
-        script = await get(f"http://127.0.0.1:{running.port}/heartbeat.js")
-        assert page[0] == script[0] == 200
-        assert "startHeartbeat(socket" in page[1]
-        assert script[1] == (EXAMPLES / "browser" / "heartbeat.js").read_text()
         url = f"http://127.0.0.1:{running.port}"
-        command = [str(node), str(Path(__file__).with_name("browser_client.cjs")), url]
-        async with await anyio.open_process([*command, str(INTERVAL)]) as client:
+        page = await get(f"{url}/")
+        module = await get(f"{url}/static/heartbeat.js")
+        assert page[0] == module[0] == 200
+        assert 'import { startHeartbeat } from "/static/heartbeat.js";' in page[1]
+        assert module[1] == (ROOT / "static" / "heartbeat.js").read_text()
+        served = tmp_path / "heartbeat.mjs"
+        served.write_text(module[1])
+        script = Path(__file__).with_name("browser_client.mjs")
+        command = [str(node), str(script), str(client_dir), str(served), url, str(INTERVAL)]
+        async with await anyio.open_process(command) as client:
             assert client.stdout is not None
             lines = BufferedByteReceiveStream(client.stdout)
             events: list[dict[str, Any]] = []
