@@ -36,7 +36,9 @@ def forget(gone: PeerGone) -> None:
 async def node(port: int, node_id: str) -> None:
     manager = ClusterRedisManager(REDIS_URL)  # peer_gone reaches every node's clients
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
-    adapter = SocketIOAdapter(sio, interval=INTERVAL, misses=2, room="peers", on_gone=forget)
+    adapter = SocketIOAdapter(
+        sio, interval=INTERVAL, misses=2, room="peers", notify="both", on_gone=forget
+    )  # notify: peer_gone to every node's clients, presence diffs to this node's
     cluster = RedisCluster(adapter, REDIS_URL, node_id=node_id, node_timeout=INTERVAL * 4)
     async with cluster, SocketIOServer(adapter, port=port) as server:  # the cluster outermost
         print(f"node {node_id} listening on {server.url}", flush=True)
