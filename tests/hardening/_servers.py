@@ -55,8 +55,9 @@ def connecting(port: int, count: int) -> list[socket.socket]:
 
 
 class Server:
-    def __init__(self, process: anyio.abc.Process) -> None:
+    def __init__(self, process: anyio.abc.Process, transport: str) -> None:
         self.process = process
+        self.transport = transport
         self.logs: list[dict[str, Any]] = []
         self.host = ""
         self.port = 0
@@ -117,7 +118,7 @@ async def server_process(
     command += options
     # stderr joins stdout: what the server prints outside structlog (tracebacks) is seen too
     async with await anyio.open_process(command, stderr=subprocess.STDOUT) as process:
-        server = Server(process)
+        server = Server(process, transport)
         try:
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(server.read_logs)
