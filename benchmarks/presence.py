@@ -53,6 +53,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # -- the server -----------------------------------------------------------------------------
 
 
+def _quiet() -> None:
+    """Warnings and worse only, on stderr: stdout is this process's answers to the parent."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
 async def _serve(mode: str) -> None:
     import socket
 
@@ -61,9 +73,7 @@ async def _serve(mode: str) -> None:
 
     from heartbeat_monitor_socketio import SocketIOAdapter
 
-    from ._contenders import quiet_structlog
-
-    quiet_structlog()
+    _quiet()
     sio = socketio.AsyncServer(async_mode="asgi", ping_interval=25, ping_timeout=20)
     adapter = SocketIOAdapter(
         sio, interval=INTERVAL, misses=MISSES, room=ROOM, notify=mode, min_beat_gap=0.0
@@ -128,6 +138,8 @@ class _Crowd:
         #: The departures to wait for, and each client's progress through them.
         self.expect: frozenset[str] = frozenset()
         self.gate = asyncio.Semaphore(64)  # handshakes at once
+        #: Connections refused (the server shedding load) and tried again.
+        self.retries = 0
 
     def opened(self, client: _Client) -> None:
         self.clients.append(client)
@@ -141,6 +153,7 @@ class _Crowd:
             "of": len(self.clients),
             "last": max(done) if done else None,
             "heard_of_others": sum(c.others for c in self.clients),
+            "retries": self.retries,
         }
 
     def lateness(self, deadlines: dict[str, float]) -> float | None:
@@ -172,11 +185,24 @@ class _Client:
         from websockets.asyncio.client import connect
 
         crowd = self.crowd
-        async with crowd.gate:
-            ws = await connect(crowd.url, max_size=None, ping_interval=None, compression=None)
-            await ws.recv()  # engine.io's open packet
-            await ws.send("40")
-            reply = str(await ws.recv())
+        for attempt in range(30):  # a refused connection (the server sheds load) tries again
+            try:
+                async with crowd.gate:
+                    ws = await connect(
+                        crowd.url, max_size=None, ping_interval=None, compression=None
+                    )
+                    await ws.recv()  # engine.io's open packet
+                    await ws.send("40")
+                    reply = str(await ws.recv())
+                if reply.startswith("40{"):
+                    break
+                await ws.close()
+            except OSError:
+                pass
+            crowd.retries += 1
+            await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            raise RuntimeError("a client could not connect in 30 attempts")
         self.ws = ws
         self.sid = json.loads(reply[reply.index("{") :])["sid"]
         crowd.opened(self)
@@ -186,12 +212,14 @@ class _Client:
                 text = message if isinstance(message, str) else message.decode()
                 if text == "2":
                     await ws.send("3")
-                elif text.startswith("42"):
+                elif text.startswith(('42["presence_diff"', '42["peer_gone"')):
                     self._event(text)
         finally:
             beat.cancel()
 
     def _event(self, text: str) -> None:
+        if '"leaves":{}' in text:
+            return  # joins and updates only: nothing to note (and no JSON to parse)
         event, data = json.loads(text[2:])
         if event == "presence_diff":
             gone = list(data["leaves"])
@@ -220,6 +248,7 @@ class _Client:
 
 async def _clients(url: str, count: int, rate: float) -> None:
     """Open ``count`` clients (``rate`` per second; 0: as fast as they go), then obey stdin."""
+    _quiet()
     crowd = _Crowd(url, count)
     tasks = []
     for _ in range(count):
@@ -296,7 +325,7 @@ class _Server(_Process):
         return dict(json.loads(self.line()))
 
 
-def _crowd_process(server: _Server, count: int, rate: float = 0) -> tuple[_Process, list[str]]:
+def _crowd_process(server: _Server, count: int, rate: float = 150) -> tuple[_Process, list[str]]:
     crowd = _Process("clients", server.url, str(count), str(rate))
     return crowd, list(json.loads(crowd.line())["ids"])
 

@@ -23,6 +23,11 @@ recipient one message per window, not N (``peer_gone``'s N x M).
   *held*, that long. A new connection of the same peer within the grace
   resumes the held slot (same ``"conn"``): with the same meta, the others see
   nothing at all. Deadlines are checked at the flushes: no timer per peer.
+* **Adaptive window**: a flush that told more than 1,000 connections (a
+  diff to a big room, states to many newcomers) stretches the next window in
+  proportion, up to 1 s (:attr:`Roster.window`): in a room of M > 1,000 the
+  diffs come M / 1,000 windows apart, so a storm costs about 20,000 messages a
+  second in all (python-socketio spends a task on each), not 20 x M.
 * One flush job at a time runs in the monitor's callback runner, sleeping
   until the next window or grace deadline; on a virtual clock (tests) the
   clock's moves drive the flushes instead. ``on_join`` / ``on_leave`` run at
@@ -60,6 +65,10 @@ _logger = structlog.get_logger("heartbeat_monitor")
 
 #: A sleeping flush job wakes at least this often (it stays a short job of the runner).
 _MAX_NAP: Final = 1.0
+#: Adaptive windows: a flush that told more connections than this stretches the next window
+#: in proportion (up to ``_MAX_WINDOW``), bounding the messages per second in a big room.
+_TOLD_PER_WINDOW: Final = 1000
+_MAX_WINDOW: Final = 1.0
 
 JoinCallback = Callable[[PeerJoined], object] | Callable[[PeerJoined], Awaitable[object]]
 LeaveCallback = Callable[[PeerLeft], object] | Callable[[PeerLeft], Awaitable[object]]
@@ -108,6 +117,7 @@ class Roster:
         "partial",
         "tell",
         "watched",
+        "window",
     )
 
     def __init__(
@@ -123,6 +133,8 @@ class Roster:
     ) -> None:
         self.diff_interval = _seconds("diff_interval", diff_interval, zero=False)
         self.leave_grace = _seconds("leave_grace", leave_grace, zero=True)
+        #: The current window: ``diff_interval``, stretched after a flush that told many.
+        self.window = self.diff_interval
         #: The watched rooms (``None``: every room).
         self.watched = None if rooms is None else frozenset(rooms)
         self.tell = tell
@@ -340,7 +352,7 @@ class Roster:
 
     def next_flush(self) -> float | None:
         """When the next flush is due (clock time), or ``None`` if nothing is pending."""
-        return self._book.next_flush(self.diff_interval)
+        return self._book.next_flush(self.window)
 
     def flush(self, *, force: bool = False) -> int:
         """Tell what is due now (everything pending with ``force``); the number of diffs."""
@@ -348,21 +360,25 @@ class Roster:
         due = self.next_flush()
         if due is None or (due > now and not force):
             return 0
-        sent = 0
+        sent = told = 0
         call = self._runner.call
         for entry in self._book.take(now, release_until=math.inf if force else now):
             out = self._book.flush_room(entry, partial=self.partial)
             if out.diff is not None:
                 sent += 1
+                told += entry.connections
                 if self.tell:
                     self._say("presence_diff", out.diff)
             if out.state is not None and self.tell:
+                told += len(out.owed)
                 self._say("presence_state", out.state, out.owed)
             for event in out.events:
                 joined = isinstance(event, PeerJoined)
                 for callback in self._join_callbacks if joined else self._leave_callbacks:
                     call(callback, event)
         self.diffs += sent
+        stretch = told / _TOLD_PER_WINDOW if self.tell else 1.0
+        self.window = max(self.diff_interval, min(self.diff_interval * stretch, _MAX_WINDOW))
         return sent
 
     def close(self) -> None:

@@ -4,8 +4,11 @@ Messages are JSON objects with a string ``type``::
 
     peer -> server   {"type": "hello", "peer": "<id>"}       first message: opens
                      {"type": "beat"}                          any later message beats
+                     {"type": "presence_sync"[, "room": r]}    a fresh presence_state, please
     server -> peer   {"type": "welcome", "peer": ..., "episode": n, "timeout": s}
-                     {"type": "gone", "peer": ..., "reason": ...}
+                     {"type": "presence_state", "room", "seq", "peers", "count"}
+                     {"type": "presence_diff", "room", "seq", "joins", "leaves", ...}
+                     {"type": "gone", "peer": ..., "reason": ...}   (notify="peer_gone")
                      {"type": "closed", "reason": ...}         (where no close frame exists)
 
 Decoding never raises anything but :class:`~heartbeat_monitor.PeerError`, whose

@@ -3,7 +3,7 @@
 Wire format (:mod:`._datagram`): one JSON object, followed (when the server
 has a key) by a 32-byte HMAC-SHA256 tag of those JSON bytes::
 
-    {"type": "beat" | "bye", "peer": "<id>", "ts": <sender's wall clock, int ns>,
+    {"type": "beat" | "bye" | "presence_sync", "peer": "<id>", "ts": <sender's wall clock, int ns>,
      "epoch": "<the server's boot epoch>"} + tag
 
 Rules, cheapest first (each refusal is logged, paced, as
@@ -299,8 +299,11 @@ class UdpTransport:
             self._forget_old_timestamps()
             self._links = {peer: link for peer, link in self._links.items() if not link.ended}
         kind = message["type"]
-        if kind != "beat" and kind != "bye":
+        if kind != "beat" and kind != "bye" and kind != "presence_sync":
             raise PeerError(f"protocol: unknown message type {kind!r:.40}")
+        room = message.get("room")  # presence_sync: a fresh state of this room (or all)
+        if room is not None and not isinstance(room, str):
+            raise PeerError(f"wrong type: 'room' must be a string, got {type(room).__name__}")
         if message.get("epoch") != self.epoch:  # a first contact, or signed in another run
             if kind == "beat":
                 self._queue(self._challenge, signing_key, address)
@@ -325,7 +328,8 @@ class UdpTransport:
             connection = link.connection
             assert isinstance(connection, _UdpConnection)
             connection.address = address  # authenticated (with a key): follow NAT rebinding
-            hub.beat(link)
+            if hub.beat(link) and kind == "presence_sync":
+                hub.sync(link, room)
 
     def _forget_old_timestamps(self) -> None:
         """Drop replay state that the freshness rule makes useless anyway."""

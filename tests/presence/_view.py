@@ -8,7 +8,7 @@ leaves without having joined: a broken rule is recorded in ``errors``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 
@@ -51,7 +51,7 @@ class View:
             else:
                 self._apply(message)
 
-    def feed_all(self, inbox: list[Mapping[str, Any]]) -> View:
+    def feed_all(self, inbox: Sequence[Mapping[str, Any]]) -> View:
         for message in inbox:
             self.feed(str(message.get("type")), message)
         return self
