@@ -47,6 +47,8 @@ TIMEOUT = INTERVAL * MISSES
 #: How long a mode may take to tell everyone before it is reported as not done.
 CAP = 60.0
 ROOM = "peers"
+#: Clients per client process.
+PER_PROCESS = 250
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -330,11 +332,50 @@ def _crowd_process(server: _Server, count: int, rate: float = 150) -> tuple[_Pro
     return crowd, list(json.loads(crowd.line())["ids"])
 
 
-def _wait(crowd: _Process) -> dict[str, Any]:
-    """Poll ``crowd`` until every client heard of every expected departure (or the cap)."""
+class _Group:
+    """Clients spread over processes of at most ``PER_PROCESS`` each (so that a client
+    process busy reading what it is told does not starve its own heartbeats)."""
+
+    def __init__(self, server: _Server, count: int) -> None:
+        self.processes: list[_Process] = []
+        self.ids: list[str] = []
+        try:
+            while len(self.ids) < count:
+                process, ids = _crowd_process(server, min(PER_PROCESS, count - len(self.ids)))
+                self.processes.append(process)
+                self.ids += ids
+        except BaseException:
+            self.stop()
+            raise
+
+    def ask(self, **command: Any) -> list[Any]:
+        return [process.ask(**command) for process in self.processes]
+
+    def status(self) -> dict[str, Any]:
+        parts = self.ask(cmd="status")
+        lasts = [part["last"] for part in parts if part["last"] is not None]
+        return {
+            "done": sum(part["done"] for part in parts),
+            "of": sum(part["of"] for part in parts),
+            "last": max(lasts) if lasts else None,
+            "heard_of_others": sum(part["heard_of_others"] for part in parts),
+            "retries": sum(part["retries"] for part in parts),
+        }
+
+    def kill(self) -> None:
+        for process in self.processes:
+            process.popen.send_signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def _wait(group: _Group) -> dict[str, Any]:
+    """Poll ``group`` until every client heard of every expected departure (or the cap)."""
     started = time.monotonic()
     while True:
-        status: dict[str, Any] = crowd.ask(cmd="status")
+        status = group.status()
         if status["done"] == status["of"] or time.monotonic() - started > CAP:
             return status
         time.sleep(0.1)
@@ -342,65 +383,75 @@ def _wait(crowd: _Process) -> dict[str, Any]:
 
 def _kill(mode: str, clients: int) -> dict[str, Any]:
     server = _Server(mode)
-    crowds: list[_Process] = []
+    groups: list[_Group] = []
     try:
-        stayers, _ = _crowd_process(server, clients // 2)
-        crowds.append(stayers)
-        doomed, doomed_ids = _crowd_process(server, clients - clients // 2)
-        crowds.append(doomed)
-        stayers.ask(cmd="expect", peers=doomed_ids)
+        stayers = _Group(server, clients // 2)
+        groups.append(stayers)
+        doomed = _Group(server, clients - clients // 2)
+        groups.append(doomed)
+        stayers.ask(cmd="expect", peers=doomed.ids)
         time.sleep(2 * TIMEOUT)  # settled: the joins told, everyone beating
+        before = server.report()
         cpu, killed_at = server.cpu(), time.monotonic()
-        doomed.popen.send_signal(signal.SIGKILL)
+        doomed.kill()
         status = _wait(stayers)
         cpu = server.cpu() - cpu
         told = status["done"] == status["of"]
+        after = server.report()
+        expired = after["gone"].get("heartbeat timeout", 0) - before["gone"].get(
+            "heartbeat timeout", 0
+        )
         return {
             "stayers": status["of"],
-            "departures": len(doomed_ids),
+            "departures": len(doomed.ids),
             "stayers_told_all": status["done"],
             "all_told_within_s": round(status["last"] - killed_at, 3) if told else None,
             "server_cpu_s": round(cpu, 3),
-            "server": server.report(),
+            "stayers_expired_meanwhile": expired,
+            "gone_before_the_kill": before["gone"],
+            "server": after,
         }
     finally:
-        for crowd in crowds:
-            crowd.stop()
+        for group in groups:
+            group.stop()
         server.stop()
 
 
 def _silent(mode: str, clients: int) -> dict[str, Any]:
     server = _Server(mode)
-    crowds: list[_Process] = []
+    groups: list[_Group] = []
     try:
-        healthy, _ = _crowd_process(server, clients // 2)
-        crowds.append(healthy)
-        silent, silent_ids = _crowd_process(server, clients - clients // 2)
-        crowds.append(silent)
-        healthy.ask(cmd="expect", peers=silent_ids)
+        healthy = _Group(server, clients // 2)
+        groups.append(healthy)
+        silent = _Group(server, clients - clients // 2)
+        groups.append(silent)
+        healthy.ask(cmd="expect", peers=silent.ids)
         time.sleep(2 * TIMEOUT)
         cpu = server.cpu()
-        last_beats: dict[str, float] = silent.ask(cmd="silence")
+        last_beats: dict[str, float] = {}
+        for part in silent.ask(cmd="silence"):
+            last_beats.update(part)
         deadlines = {peer: beat + TIMEOUT for peer, beat in last_beats.items()}
         status = _wait(healthy)
         cpu = server.cpu() - cpu
-        late = healthy.ask(cmd="late", deadlines=deadlines)["max_late_s"]
+        lates = [part["max_late_s"] for part in healthy.ask(cmd="late", deadlines=deadlines)]
+        late = max((x for x in lates if x is not None), default=None)
         time.sleep(TIMEOUT)  # long enough for a wrongly expired healthy peer to show
         report = server.report()
-        after = healthy.ask(cmd="status")
+        after = healthy.status()
         return {
             "stayers": status["of"],
-            "silent": len(silent_ids),
+            "silent": len(silent.ids),
             "stayers_told_all": status["done"],
             "max_after_deadline_s": None if late is None else round(late, 3),
-            "healthy_expired": report["gone"].get("heartbeat timeout", 0) - len(silent_ids),
+            "healthy_expired": report["gone"].get("heartbeat timeout", 0) - len(silent.ids),
             "healthy_told_as_gone": after["heard_of_others"],
             "server_cpu_s": round(cpu, 3),
             "server": report,
         }
     finally:
-        for crowd in crowds:
-            crowd.stop()
+        for group in groups:
+            group.stop()
         server.stop()
 
 
