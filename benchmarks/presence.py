@@ -426,7 +426,7 @@ def _silent(mode: str, clients: int) -> dict[str, Any]:
         silent = _Group(server, clients - clients // 2)
         groups.append(silent)
         healthy.ask(cmd="expect", peers=silent.ids)
-        time.sleep(2 * TIMEOUT)
+        time.sleep(3 * TIMEOUT)  # settled: the joins told, everyone beating
         cpu = server.cpu()
         last_beats: dict[str, float] = {}
         for part in silent.ask(cmd="silence"):

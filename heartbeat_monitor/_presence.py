@@ -23,10 +23,10 @@ recipient one message per window, not N (``peer_gone``'s N x M).
   *held*, that long. A new connection of the same peer within the grace
   resumes the held slot (same ``"conn"``): with the same meta, the others see
   nothing at all. Deadlines are checked at the flushes: no timer per peer.
-* **Adaptive window**: a flush that told more than 1,000 connections (a
-  diff to a big room, states to many newcomers) stretches the next window in
-  proportion, up to 1 s (:attr:`Roster.window`): in a room of M > 1,000 the
-  diffs come M / 1,000 windows apart, so a storm costs about 20,000 messages a
+* **Adaptive window**: a flush that told more than 500 connections (a diff
+  to a big room, states to many newcomers) stretches the next window in
+  proportion, up to 1 s (:attr:`Roster.window`): in a room of M > 500 the
+  diffs come M / 500 windows apart, so a storm costs about 10,000 messages a
   second in all (python-socketio spends a task on each), not 20 x M.
 * One flush job at a time runs in the monitor's callback runner, sleeping
   until the next window or grace deadline; on a virtual clock (tests) the
@@ -67,7 +67,7 @@ _logger = structlog.get_logger("heartbeat_monitor")
 _MAX_NAP: Final = 1.0
 #: Adaptive windows: a flush that told more connections than this stretches the next window
 #: in proportion (up to ``_MAX_WINDOW``), bounding the messages per second in a big room.
-_TOLD_PER_WINDOW: Final = 1000
+_TOLD_PER_WINDOW: Final = 500
 _MAX_WINDOW: Final = 1.0
 
 JoinCallback = Callable[[PeerJoined], object] | Callable[[PeerJoined], Awaitable[object]]
