@@ -322,6 +322,17 @@ class _Server(_Process):
         times = self.ps.cpu_times()
         return float(times.user + times.system)
 
+    def settle(self, quiet: float = 0.2, longest: float = 60.0) -> float:
+        """Wait until a second passes with less than ``quiet`` CPU-s of the server (the
+        setup's backlog is done); the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < longest:
+            cpu = self.cpu()
+            time.sleep(1.0)
+            if self.cpu() - cpu < quiet:
+                break
+        return round(time.monotonic() - started, 1)
+
     def report(self) -> dict[str, Any]:
         self.popen.send_signal(signal.SIGUSR1)
         return dict(json.loads(self.line()))
@@ -390,7 +401,8 @@ def _kill(mode: str, clients: int) -> dict[str, Any]:
         doomed = _Group(server, clients - clients // 2)
         groups.append(doomed)
         stayers.ask(cmd="expect", peers=doomed.ids)
-        time.sleep(2 * TIMEOUT)  # settled: the joins told, everyone beating
+        setup_cpu = server.cpu()
+        settled_in = server.settle()  # the joins told, everyone beating
         before = server.report()
         cpu, killed_at = server.cpu(), time.monotonic()
         doomed.kill()
@@ -408,6 +420,7 @@ def _kill(mode: str, clients: int) -> dict[str, Any]:
             "all_told_within_s": round(status["last"] - killed_at, 3) if told else None,
             "server_cpu_s": round(cpu, 3),
             "stayers_expired_meanwhile": expired,
+            "setup": {"server_cpu_s": round(setup_cpu, 1), "settled_in_s": settled_in},
             "gone_before_the_kill": before["gone"],
             "server": after,
         }
@@ -426,7 +439,8 @@ def _silent(mode: str, clients: int) -> dict[str, Any]:
         silent = _Group(server, clients - clients // 2)
         groups.append(silent)
         healthy.ask(cmd="expect", peers=silent.ids)
-        time.sleep(3 * TIMEOUT)  # settled: the joins told, everyone beating
+        setup_cpu = server.cpu()
+        settled_in = server.settle()  # the joins told, everyone beating
         cpu = server.cpu()
         last_beats: dict[str, float] = {}
         for part in silent.ask(cmd="silence"):
@@ -446,6 +460,7 @@ def _silent(mode: str, clients: int) -> dict[str, Any]:
             "max_after_deadline_s": None if late is None else round(late, 3),
             "healthy_expired": report["gone"].get("heartbeat timeout", 0) - len(silent.ids),
             "healthy_told_as_gone": after["heard_of_others"],
+            "setup": {"server_cpu_s": round(setup_cpu, 1), "settled_in_s": settled_in},
             "server_cpu_s": round(cpu, 3),
             "server": report,
         }

@@ -23,11 +23,11 @@ recipient one message per window, not N (``peer_gone``'s N x M).
   *held*, that long. A new connection of the same peer within the grace
   resumes the held slot (same ``"conn"``): with the same meta, the others see
   nothing at all. Deadlines are checked at the flushes: no timer per peer.
-* **Adaptive window**: a flush that told more than 500 connections (a diff
-  to a big room, states to many newcomers) stretches the next window in
-  proportion, up to 1 s (:attr:`Roster.window`): in a room of M > 500 the
-  diffs come M / 500 windows apart, so a storm costs about 10,000 messages a
-  second in all (python-socketio spends a task on each), not 20 x M.
+* **Adaptive window**: a flush that told T connections (a diff to a big
+  room, states to newcomers) makes the next window at least T / 5,000 s, up
+  to 1 s (:attr:`Roster.window`): a storm in a room of M costs about 5,000
+  messages a second (python-socketio spends several tasks on each), not 20 x M;
+  rooms of up to 250 keep the 50 ms window.
 * One flush job at a time runs in the monitor's callback runner, sleeping
   until the next window or grace deadline; on a virtual clock (tests) the
   clock's moves drive the flushes instead. ``on_join`` / ``on_leave`` run at
@@ -65,9 +65,9 @@ _logger = structlog.get_logger("heartbeat_monitor")
 
 #: A sleeping flush job wakes at least this often (it stays a short job of the runner).
 _MAX_NAP: Final = 1.0
-#: Adaptive windows: a flush that told more connections than this stretches the next window
-#: in proportion (up to ``_MAX_WINDOW``), bounding the messages per second in a big room.
-_TOLD_PER_WINDOW: Final = 500
+#: Adaptive windows: connections told per second at most, in all rooms (a flush that told
+#: T makes the next window at least T / _TELL_RATE seconds, up to ``_MAX_WINDOW``).
+_TELL_RATE: Final = 5000
 _MAX_WINDOW: Final = 1.0
 
 JoinCallback = Callable[[PeerJoined], object] | Callable[[PeerJoined], Awaitable[object]]
@@ -377,8 +377,8 @@ class Roster:
                 for callback in self._join_callbacks if joined else self._leave_callbacks:
                     call(callback, event)
         self.diffs += sent
-        stretch = told / _TOLD_PER_WINDOW if self.tell else 1.0
-        self.window = max(self.diff_interval, min(self.diff_interval * stretch, _MAX_WINDOW))
+        stretched = min(told / _TELL_RATE, _MAX_WINDOW) if self.tell else 0.0
+        self.window = max(self.diff_interval, stretched)
         return sent
 
     def close(self) -> None:
