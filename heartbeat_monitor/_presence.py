@@ -33,12 +33,9 @@ recipient one message per window, not N (``peer_gone``'s N x M).
   clock's moves drive the flushes instead. ``on_join`` / ``on_leave`` run at
   the flush, for what the rooms were told.
 
-Cluster hooks (for a package that shares presence between nodes):
-:meth:`Roster.subscribe` sees every local change as it happens,
-:meth:`Roster.local` lists the local slots, :meth:`Roster.put` /
-:meth:`Roster.discard` add and remove another node's connections (their
-``conn`` must be unique, e.g. prefixed by the node), and :attr:`Roster.partial`
-marks every state as possibly incomplete while a node cannot be read.
+Cluster hooks (docs/presence.md): :meth:`Roster.subscribe` (local changes),
+:meth:`Roster.local`, :meth:`Roster.put` / :meth:`Roster.discard` (another
+node's connections) and :attr:`Roster.partial`.
 """
 
 from __future__ import annotations
