@@ -92,7 +92,8 @@ class HeartbeatMonitor:
     stalled, and beats may be waiting unread in socket buffers: it grants every
     peer ``stall_grace`` seconds (default: the timeout) from that moment before
     anyone is suspected or expired, and emits :class:`Stalled`. Default
-    ``stall_limit``: ``max(1 s, 2 * resolution)`` on a real clock; off on a
+    ``stall_limit``: ``max(1 s, 2 * resolution, overload.max_stretch)`` on a real
+    clock (shorter stalls are the stretch's, below, with a tighter bound); off on a
     virtual clock (where jumping is how tests move time), unless given.
 
     **Overload** (:attr:`overload`, an :class:`~heartbeat_monitor.OverloadGuard`;
@@ -178,16 +179,19 @@ class HeartbeatMonitor:
         if batch_size is not None and batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1 or None, not {batch_size!r}")
         self._max_block: float = optional_seconds("max_block", max_block)  # type: ignore[assignment]
-        if stall_limit is _AUTO:
-            virtual = isinstance(self._tracker.clock, VirtualClock)
-            stall_limit = None if virtual else max(1.0, 2 * self._tracker.resolution)
-        self._stall_limit = optional_seconds("stall_limit", stall_limit)
-        grace = self._tracker.timeout if stall_grace is None else stall_grace
-        self._stall_grace: float = optional_seconds("stall_grace", grace)  # type: ignore[assignment]
         if overload is not None and not isinstance(overload, OverloadGuard):
             raise ConfigurationError(f"overload must be an OverloadGuard, not {overload!r}")
         #: The server's own lag, the stretch it grants and load shedding (see docs/overload.md).
         self.overload = OverloadGuard(self._tracker.timeout) if overload is None else overload
+        if stall_limit is _AUTO:
+            virtual = isinstance(self._tracker.clock, VirtualClock)
+            # With the stretch on, it rides out lags up to max_stretch with a bounded delay;
+            # the guard (a grace for everyone) is for the stalls beyond.
+            stretch = self.overload.max_stretch if self.overload.lag_factor else 0.0
+            stall_limit = None if virtual else max(1.0, 2 * self._tracker.resolution, stretch)
+        self._stall_limit = optional_seconds("stall_limit", stall_limit)
+        grace = self._tracker.timeout if stall_grace is None else stall_grace
+        self._stall_grace: float = optional_seconds("stall_grace", grace)  # type: ignore[assignment]
         self._probe_scope: anyio.CancelScope | None = None
         self._batch_size = batch_size
         #: The adaptive batch (entries per poll) when batch_size is None.
@@ -363,7 +367,9 @@ class HeartbeatMonitor:
             for stream in tuple(self._streams):
                 stream._end()
             self._notify_progress()
-            _logger.debug("heartbeat_monitor.stopped", peers=len(self._tracker))
+            _logger.debug(
+                "heartbeat_monitor.stopped", peers=len(self._tracker), **self.overload.snapshot()
+            )
 
     async def wait_idle(self) -> None:
         """Return once every event due at the current clock time is dispatched.

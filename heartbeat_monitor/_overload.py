@@ -25,14 +25,21 @@ the highest lag measured within the last ``window`` seconds. A live peer whose
 beats merely waited in the backlog is not expired: its beat was at most the lag
 late. A peer that really stopped is still expired, later by at most the stretch,
 so by at most ``lag_factor`` times the lag measured (``lag_factor`` is 1 by
-default) and never by more than ``max_stretch`` (default: the timeout).
+default) and never by more than ``max_stretch`` (default: the timeout, and at
+least 5 s, so that a short timeout still rides out the lag of a burst or a long
+garbage collection; the driver's stall guard takes over past it).
 
-**Shedding.** Once every lag measured for ``shed_after`` seconds exceeded
-``shed_lag``, new connections are refused at once with ``"server overloaded"``
-(:meth:`refusal`), so that the peers already served stay served. One late wake
-is a stall, not overload (a burst of handshakes, a long garbage collection):
-the stretch covers it, and nobody is refused for it. Shedding stops once every
-lag measured for ``recover_after`` seconds stayed below ``recover_lag``. Each start and end is
+**Shedding.** Once most lags measured for ``shed_after`` seconds exceeded
+``shed_lag`` (default 0.25 s: a loop that far behind is saturated, and the
+lag of a saturated loop only grows, so shedding must start before the peers
+already served are at risk), new connections are refused at once with ``"server
+overloaded"`` (:meth:`refusal`), so that the peers already served stay served.
+"Most" is an exponentially weighted share of the measures (each counts
+``_WEIGHT``) above one half: an overloaded loop's lag is noisy, and one measure
+under the limit does not mean it recovered, while one late wake is a stall, not
+overload (a burst of handshakes, a long garbage collection): the stretch covers
+it, and nobody is refused for it. Shedding stops once most lags measured for
+``recover_after`` seconds stayed below ``recover_lag``. Each start and end is
 logged (``heartbeat_monitor.overload_started`` / ``overload_ended``), and while
 the lag stays above ``recover_lag`` a ``heartbeat_monitor.server_lagging`` line
 is logged at most every ``log_every`` seconds.
@@ -57,6 +64,11 @@ __all__ = ("OVERLOADED", "OverloadGuard")
 #: What a refused client is told (a Socket.IO ``connect_error`` message, a close reason).
 OVERLOADED: Final = "server overloaded"
 
+#: Default max_stretch: the timeout, and at least this (seconds).
+_MIN_MAX_STRETCH = 5.0
+#: How much each lag measure weighs in the shares that start and end shedding.
+_WEIGHT = 0.3
+
 _logger = structlog.get_logger("heartbeat_monitor")
 
 
@@ -64,7 +76,8 @@ _logger = structlog.get_logger("heartbeat_monitor")
 class OverloadGuard:
     """The server's own lag, the stretch of deadlines it grants, and load shedding.
 
-    ``timeout`` is the monitor's (the defaults of ``max_stretch`` and ``window``).
+    ``timeout`` is the monitor's (the defaults of ``max_stretch`` and ``window``
+    follow it).
     ``shed_lag=None`` never sheds; ``lag_factor=0`` never stretches;
     ``probe_interval=None`` runs no probe task (the driver's own wakes still
     measure). Read :attr:`lag`, :attr:`max_lag`, :attr:`stretch`,
@@ -72,8 +85,10 @@ class OverloadGuard:
     """
 
     __slots__ = (
+        "_busy",
         "_high_since",
         "_last_log",
+        "_over",
         "_quiet_since",
         "_recent",
         "_refused_at_start",
@@ -98,7 +113,7 @@ class OverloadGuard:
         self,
         timeout: float,
         *,
-        shed_lag: float | None = 0.5,
+        shed_lag: float | None = 0.25,
         shed_after: float = 0.5,
         recover_lag: float | None = None,
         recover_after: float = 1.0,
@@ -111,7 +126,7 @@ class OverloadGuard:
         timeout = positive("timeout", timeout)
         #: Lag (seconds) past which new connections are refused (``None``: never).
         self.shed_lag = optional_seconds("shed_lag", shed_lag)
-        #: ... once every lag measured for this long exceeded ``shed_lag``.
+        #: ... once most lags measured for this long exceeded ``shed_lag``.
         self.shed_after = positive("shed_after", shed_after)
         if recover_lag is None:
             recover_lag = None if self.shed_lag is None else self.shed_lag / 2
@@ -129,7 +144,9 @@ class OverloadGuard:
         #: Deadlines stretch by this many times the recent lag (the local-health factor).
         self.lag_factor = float(lag_factor)
         #: The most a deadline is ever stretched, in seconds.
-        self.max_stretch = positive("max_stretch", timeout if max_stretch is None else max_stretch)
+        if max_stretch is None:
+            max_stretch = max(timeout, _MIN_MAX_STRETCH)
+        self.max_stretch = positive("max_stretch", max_stretch)
         #: The stretch uses the highest lag measured within this many seconds.
         self.window = positive("window", timeout if window is None else window)
         #: Seconds between two probes of the event loop (``None``: no probe task).
@@ -147,6 +164,9 @@ class OverloadGuard:
         #: (time, lag) samples of the last window, lags decreasing: the window's max first.
         self._recent: deque[tuple[float, float]] = deque()
         self._shedding_since: float | None = None
+        #: Exponentially weighted shares of the measures above shed_lag / recover_lag.
+        self._over = 0.0
+        self._busy = 0.0
         self._high_since: float | None = None
         self._quiet_since: float | None = None
         self._refused_at_start = 0
@@ -216,8 +236,11 @@ class OverloadGuard:
         shed_lag = self.shed_lag
         if shed_lag is None:
             return
+        assert self.recover_lag is not None
+        self._over += _WEIGHT * ((lag > shed_lag) - self._over)
+        self._busy += _WEIGHT * ((lag >= self.recover_lag) - self._busy)
         if self._shedding_since is None:
-            if lag <= shed_lag:
+            if self._over < 0.5:
                 self._high_since = None
                 return
             if self._high_since is None:
@@ -231,8 +254,7 @@ class OverloadGuard:
                     "heartbeat_monitor.overload_started", lag=round(lag, 6), shed_lag=shed_lag
                 )
             return
-        assert self.recover_lag is not None
-        if lag >= self.recover_lag:
+        if self._busy >= 0.5:
             self._quiet_since = None
             return
         if self._quiet_since is None:

@@ -30,6 +30,8 @@ from ._options import (
     add_server_arguments,
     check_server_arguments,
 )
+from ._overload import OverloadGuard
+from ._overload_cli import add_overload_arguments, overload_guard
 from ._status import log_metrics_url
 
 __all__ = ("available", "load_transport", "serve", "serve_command", "wait_for_stop")
@@ -60,6 +62,7 @@ async def serve(
     metrics: bool = False,
     metrics_host: str = "127.0.0.1",
     metrics_port: int | None = None,
+    overload: OverloadGuard | None = None,
     task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a monitor and ``transport`` until cancelled; every departure is logged.
@@ -70,7 +73,7 @@ async def serve(
     """
     stopped = anyio.Event()
     async with anyio.create_task_group() as outer:
-        monitor = await outer.start(_run_monitor, timeout, resolution, stopped)
+        monitor = await outer.start(_run_monitor, timeout, resolution, overload, stopped)
         try:
             hub = PeerHub(monitor)
             async with anyio.create_task_group() as task_group:
@@ -97,12 +100,13 @@ async def serve(
 async def _run_monitor(
     timeout: float,  # noqa: ASYNC109 -- the heartbeat timeout, not a deadline for this call
     resolution: float | None,
+    overload: OverloadGuard | None,
     stopped: anyio.Event,
     *,
     task_status: anyio.abc.TaskStatus[HeartbeatMonitor],
 ) -> None:
     with anyio.CancelScope(shield=True):  # until serve() says so, once the transport stopped
-        async with HeartbeatMonitor(timeout, resolution=resolution) as monitor:
+        async with HeartbeatMonitor(timeout, resolution=resolution, overload=overload) as monitor:
             task_status.started(monitor)
             await stopped.wait()
 
@@ -136,6 +140,7 @@ def _run(build: TransportBuilder, args: argparse.Namespace) -> int:
                     metrics=metrics,
                     metrics_host=args.host,
                     metrics_port=args.metrics_port,
+                    overload=overload_guard(args, timeout),
                 )
             )
             status = await wait_for_stop()
@@ -161,6 +166,7 @@ def serve_command(
             help=f"what clients connect with: {', '.join(names)} ({DEFAULT})",
         )
         add_metrics_arguments(parser)
+        add_overload_arguments(parser)
         for add in plugin_arguments:
             add(parser)
 

@@ -38,29 +38,25 @@ def test_stretch_is_the_recent_lag_times_the_factor_and_bounded():
     assert off.stretch_at(0.0) == 0.0
 
 
-def test_shedding_starts_once_the_lag_stayed_past_shed_lag_and_stops_after_a_quiet_second():
+def test_shedding_starts_once_most_lags_stayed_past_shed_lag_and_stops_once_they_fell():
     guard = OverloadGuard(timeout=2.0, shed_lag=0.5)  # shed_after 0.5 s; recover_lag 0.25 s, 1 s
     with capture_logs() as logs:
-        guard.observe(0.4, now=-0.6)
-        guard.observe(3.0, now=-0.5)  # one late wake is a stall, not overload...
-        guard.observe(0.4, now=-0.4)
-        assert guard.refusal() is None
-        guard.observe(0.6, now=-0.4)  # ... a lag that lasts is
-        guard.observe(0.7, now=-0.2)
-        assert guard.refusal() is None  # not for 0.5 s yet
-        guard.observe(0.6, now=0.1)
-        assert guard.shedding
+        for t, lag in ((-2.0, 0.1), (-1.9, 3.0), (-1.9, 3.0), (-1.8, 0.1), (-1.7, 0.1)):
+            guard.observe(lag, now=t)  # one late wake (the probe's and the driver's) is a stall
+        for step in range(10):  # 1 s of lags past shed_lag, one in three under it
+            guard.observe(0.4 if step % 3 == 2 else 0.7, now=-1.0 + step / 10)
+            if step < 7:
+                assert guard.refusal() is None, step  # not for shed_after yet
         reason = guard.refusal()
         assert reason is not None
-        assert reason.startswith(f"overloaded: {OVERLOADED}, event-loop lag 0.600 s")
+        assert reason.startswith(f"overloaded: {OVERLOADED}, event-loop lag 0.700 s")
         assert guard.refused == 1
-        guard.observe(0.1, now=0.2)  # quiet from 0.2...
-        guard.observe(0.3, now=0.7)  # ... not quiet enough (>= recover_lag): start again
-        guard.observe(0.1, now=0.8)
-        guard.observe(0.1, now=1.7)
-        assert guard.refusal() is not None  # 0.9 s quiet: still shedding
-        guard.observe(0.1, now=1.8)
-        assert guard.refusal() is None  # 1.0 s quiet: admitted again
+        for step in range(10):  # low lags, one in three still at 0.3 (>= recover_lag)
+            guard.observe(0.3 if step % 3 == 2 else 0.1, now=step / 10)
+        assert guard.refusal() is not None  # still shedding
+        for step in range(10, 17):
+            guard.observe(0.3 if step % 3 == 2 else 0.1, now=step / 10)
+        assert guard.refusal() is None  # most lags stayed low for a second: admitted again
         assert guard.refused == 2
     events = [(e["event"], e.get("refused")) for e in logs if "overload" in e["event"]]
     assert events == [
@@ -73,8 +69,17 @@ def test_shedding_starts_once_the_lag_stayed_past_shed_lag_and_stops_after_a_qui
         "stretch": 0.0,
         "shedding": False,
         "refused": 2,
-        "samples": 11,
+        "samples": 32,
     }
+
+
+def test_the_defaults():
+    guard = OverloadGuard(1.0)
+    assert (guard.shed_lag, guard.recover_lag, guard.shed_after) == (0.25, 0.125, 0.5)
+    assert guard.max_stretch == 5.0  # the timeout, at least 5 s
+    assert OverloadGuard(30.0).max_stretch == 30.0
+    assert guard.window == 1.0  # the timeout
+    assert (guard.lag_factor, guard.probe_interval) == (1.0, 0.1)
 
 
 def test_lagging_is_logged_at_a_bounded_pace():

@@ -36,8 +36,8 @@ pytestmark = pytest.mark.anyio
 @asynccontextmanager
 async def running(transport: Transport) -> AsyncIterator[Any]:
     clock = ManualClock()
-    guard = OverloadGuard(1.0, shed_lag=0.5)
-    async with HeartbeatMonitor(1.0, resolution=0.1, clock=clock, overload=guard) as monitor:
+    guard = OverloadGuard(2.0, shed_lag=0.5)
+    async with HeartbeatMonitor(2.0, resolution=0.1, clock=clock, overload=guard) as monitor:
         gone: list[PeerGone] = []
         hub = PeerHub(monitor, on_gone=gone.append)
         async with anyio.create_task_group() as tg:
@@ -47,11 +47,16 @@ async def running(transport: Transport) -> AsyncIterator[Any]:
 
 
 def overload(monitor: HeartbeatMonitor, clock: ManualClock, lag: float = 0.8) -> None:
-    """What the probe would measure on an overloaded server: ``lag`` for ``shed_after``."""
-    monitor.overload.observe(lag, clock.now())
-    clock.advance(monitor.overload.shed_after)
-    monitor.overload.observe(lag, clock.now())
-    assert monitor.overload.shedding
+    """What the probe measures on an overloaded server: ``lag``, ten times a second.
+
+    Shedding starts once most measures exceeded shed_lag for ``shed_after``.
+    """
+    guard = monitor.overload
+    started = clock.now()
+    while not guard.shedding:
+        guard.observe(lag, clock.now())
+        clock.advance(0.1)
+        assert clock.now() - started <= guard.shed_after + 0.6
 
 
 def recover(monitor: HeartbeatMonitor, clock: ManualClock) -> None:

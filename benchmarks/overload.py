@@ -1,0 +1,336 @@
+"""Overload: one ``serve`` process offered more clients than it can keep up with.
+
+Two processes on loopback, as an operator would run them: a real
+``heartbeat-monitor serve`` (its JSON log read line by line) and one Node
+process (``tests/js/load.mjs``) holding many official socket.io-client
+connections, each beating every ``--interval`` seconds. Clients open at
+``--rate`` per second; a few go silent mid-run (the real departures, whose
+detection lateness the server logs as ``late_by``); at the end every client
+still connected leaves and the server is stopped with SIGINT.
+
+**Capacity** is the most clients beating once a second that one process serves
+with a median detection lateness under 50 ms (``--resolution 0.01``, so the
+wheel adds at most 10 ms) and no refusal; it is found by doubling, then
+bisecting. The table then offers 1.5x and 3x that load: accepted, refused (with
+the reason clients got), false departures (a client that never stopped beating
+but was disconnected, by any reason other than the end of the run; must be 0),
+the detection lateness of the real departures and the server's measured lag.
+
+Run: ``python -m benchmarks.overload`` (several minutes), or ``--capacity N``
+to skip the search. Needs Node and ``tests/js/node_modules`` (``npm ci``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ("Outcome", "Server", "available", "find_capacity", "main", "offer")
+
+JS = Path(__file__).resolve().parents[1] / "tests" / "js"
+#: What a refused Socket.IO client is told.
+OVERLOADED = "server overloaded"
+#: Reasons a departure may have at the end of a run (the clients leave, the server stops).
+_LEAVING = frozenset({"client disconnect", "transport close", "server shutdown"})
+
+
+def available() -> str | None:
+    """``None`` when Node and the JS client are there; else what is missing."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (JS / "node_modules" / "socket.io-client").is_dir():
+        return "tests/js/node_modules is missing (cd tests/js && npm ci)"
+    return None
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+class Server:
+    """A ``heartbeat-monitor serve`` process; its JSON log lines in :attr:`lines`."""
+
+    def __init__(self, *options: str, interval: float, misses: float) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "heartbeat_monitor._cli",
+            "serve",
+            "--port=0",
+            f"--interval={interval}",
+            f"--misses={misses}",
+            "--log-format=json",
+            "--log-level=debug",
+            *options,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.lines: list[dict[str, Any]] = []
+        self.url: str | None = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(30) or self.url is None:
+            self.stop()
+            raise RuntimeError(f"serve did not start: {self.process.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for text in self.process.stdout:
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            self.lines.append(line)
+            if line.get("event", "").endswith(".serving"):
+                self.url = line.get("url") or f"http://{line['host']}:{line['port']}"
+                self.url = self.url.removesuffix("/").removesuffix("/socket.io")
+                self._ready.set()
+        self._ready.set()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line.get("event") == f"heartbeat_monitor.{name}"]
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C; every line read."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(10)
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def serving(*options: str, interval: float, misses: float) -> Iterator[Server]:
+    server = Server(*options, interval=interval, misses=misses)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_load(url: str, **options: float | str) -> list[dict[str, Any]]:
+    """Run ``tests/js/load.mjs`` to its end; its JSON lines."""
+    node = shutil.which("node")
+    assert node is not None
+    args = [node, str(JS / "load.mjs"), f"--url={url}"]
+    args += [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    duration = float(options.get("duration", 30))
+    done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120, check=False)
+    lines = [json.loads(text) for text in done.stdout.splitlines() if text.startswith("{")]
+    if not any(line["type"] == "summary" for line in lines):
+        raise RuntimeError(f"load.mjs failed ({done.returncode}): {done.stderr[-2000:]}")
+    return lines
+
+
+@dataclass
+class Outcome:
+    """One run: what was offered and what happened (times in seconds)."""
+
+    offered: int
+    accepted: int
+    refused: int
+    #: connect_error messages (and other connect failures), by message.
+    refusals: dict[str, int]
+    #: Clients that never stopped beating but were disconnected before the end, by reason.
+    false_departures: dict[str, int]
+    #: Server-side ends of never-silent clients before the end, by reason (the same, seen there).
+    false_ends: dict[str, int]
+    silent: int
+    #: Real departures detected: late_by (server), the stretch applied, and the client's view.
+    late_by: list[float] = field(default_factory=list)
+    stretch: list[float] = field(default_factory=list)
+    detected_after: list[float] = field(default_factory=list)
+    max_lag: float = 0.0
+    server_refused: int = 0
+    load_max_loop_lag: float = 0.0
+    load_max_gap: float = 0.0
+
+    @property
+    def false_total(self) -> int:
+        return sum(self.false_departures.values()) + sum(self.false_ends.values())
+
+    def median_late(self) -> float | None:
+        return statistics.median(self.late_by) if self.late_by else None
+
+    def row(self) -> dict[str, Any]:
+        median = self.median_late()
+        return {
+            "offered": self.offered,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "refusals": self.refusals,
+            "false departures": self.false_total,
+            "false by reason": {**self.false_departures, **self.false_ends},
+            "real departures": f"{len(self.late_by)}/{self.silent}",
+            "late_by median ms": None if median is None else round(median * 1000, 1),
+            "late_by max ms": round(max(self.late_by) * 1000, 1) if self.late_by else None,
+            "stretch max ms": round(max(self.stretch, default=0) * 1000, 1),
+            "server max lag ms": round(self.max_lag * 1000, 1),
+            "load generator max lag ms": self.load_max_loop_lag,
+        }
+
+
+def offer(
+    clients: int,
+    *,
+    interval: float = 1.0,
+    misses: float = 2.0,
+    rate: float = 200.0,
+    duration: float = 40.0,
+    silent: int = 20,
+    server_options: Sequence[str] = ("--resolution=0.01", "--room="),
+) -> Outcome:
+    """Offer ``clients`` Socket.IO clients to one fresh ``serve``; ``silent`` of them stop.
+
+    The silent ones stop one by one over the second half of the run, so that
+    their departures sample the whole overload, not one moment of it.
+    """
+    timeout = interval * misses
+    ramp = clients / rate
+    silent_at = ramp + (duration - ramp) / 4
+    with serving(*server_options, interval=interval, misses=misses) as server:
+        assert server.url is not None
+        lines = run_load(
+            server.url,
+            clients=clients,
+            interval=interval,
+            rate=rate,
+            duration=duration,
+            silent=silent,
+            silent_at=round(silent_at, 3),
+            silent_every=round(max(duration - silent_at - 2 * timeout - 2, 1) / max(silent, 1), 3),
+        )
+    summary = next(line for line in lines if line["type"] == "summary")
+    ended_at = summary["ended_at"] / 1000
+    silent_ids = {line["id"] for line in lines if line["type"] == "silent"}
+    false_departures: Counter[str] = Counter()
+    detected_after = []
+    for line in lines:
+        if line["type"] != "disconnect":
+            continue
+        if line["silent"]:
+            detected_after.append((line["t"] - line["last_beat"]) / 1000 - timeout)
+        else:
+            false_departures[line["reason"]] += 1
+    false_ends: Counter[str] = Counter()
+    for line in server.events("peer_gone"):
+        if line["peer"] in silent_ids:
+            continue
+        if line["reason"] in _LEAVING and _epoch(line["timestamp"]) >= ended_at - 0.5:
+            continue
+        false_ends[line["reason"]] += 1
+    late_by, stretch = [], []
+    for line in server.events("peer_expired"):
+        if any(sid in str(line["peer"]) for sid in silent_ids):
+            late_by.append(float(line["late_by"]))
+            stretch.append(float(line.get("stretch", 0.0)))
+    stopped = server.events("stopped")
+    return Outcome(
+        offered=summary["offered"],
+        accepted=summary["connected"],
+        refused=summary["refused"],
+        refusals=summary["refusals"],
+        false_departures=dict(false_departures),
+        false_ends=dict(false_ends),
+        silent=len(silent_ids),
+        late_by=late_by,
+        stretch=stretch,
+        detected_after=detected_after,
+        max_lag=float(stopped[-1]["max_lag"]) if stopped else float("nan"),
+        server_refused=int(stopped[-1]["refused"]) if stopped else -1,
+        load_max_loop_lag=summary["max_loop_lag"],
+        load_max_gap=summary["max_gap"],
+    )
+
+
+def _serves(outcome: Outcome, limit: float) -> bool:
+    median = outcome.median_late()
+    return (
+        outcome.refused == 0
+        and outcome.false_total == 0
+        and median is not None
+        and median < limit
+        and outcome.accepted == outcome.offered
+    )
+
+
+def find_capacity(
+    start: int = 500, *, limit: float = 0.05, step: int = 250, **options: Any
+) -> tuple[int, list[tuple[int, Outcome]]]:
+    """The most clients at 1 beat/s served with median lateness < ``limit``; every run made."""
+    runs: list[tuple[int, Outcome]] = []
+
+    def ok(clients: int) -> bool:
+        outcome = offer(clients, **options)
+        runs.append((clients, outcome))
+        print(f"  {clients:>6} clients: {json.dumps(outcome.row())}", file=sys.stderr)
+        return _serves(outcome, limit)
+
+    good, bad = 0, start
+    while ok(bad):
+        good, bad = bad, bad * 2
+    while bad - good > step:
+        middle = (good + bad) // 2
+        if ok(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--capacity", type=int, help="skip the search: the capacity to use")
+    parser.add_argument("--duration", type=float, default=40.0, help="seconds per run (40)")
+    parser.add_argument("--rate", type=float, default=200.0, help="connections opened per s")
+    parser.add_argument("--loads", default="1,1.5,3", help="multiples of the capacity to offer")
+    args = parser.parse_args(argv)
+    missing = available()
+    if missing:
+        print(f"skipped: {missing}", file=sys.stderr)
+        return 1
+    options = {"duration": args.duration, "rate": args.rate}
+    capacity = args.capacity
+    if capacity is None:
+        print("capacity search (1 beat/s, median lateness < 50 ms)...", file=sys.stderr)
+        capacity, _ = find_capacity(**options)
+    print(f"\ncapacity: {capacity} clients at 1 beat/s (cpus: {os.cpu_count()})\n")
+    header = "| load | offered | accepted | refused | false departures | real departures"
+    print(header + " | late_by median / max ms | stretch max ms | server max lag ms |")
+    print("|" + "---|" * 9)
+    for multiple in (float(x) for x in args.loads.split(",")):
+        outcome = offer(round(capacity * multiple), **options)
+        row = outcome.row()
+        print(
+            f"| {multiple:g}x | {row['offered']} | {row['accepted']} | {row['refused']} "
+            f"| {row['false departures']} | {row['real departures']} "
+            f"| {row['late_by median ms']} / {row['late_by max ms']} | {row['stretch max ms']} "
+            f"| {row['server max lag ms']} |",
+            flush=True,
+        )
+        print(f"  {json.dumps(row)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

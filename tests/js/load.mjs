@@ -1,0 +1,141 @@
+// Many official socket.io-client connections in one Node process: the overload tests' load.
+// usage: node load.mjs --url=http://127.0.0.1:8000 --clients=3000 --interval=1 --rate=300
+//          [--transport=websocket] [--duration=30] [--silent=1] [--silent-at=15] [--silent-every=1]
+// Clients open at --rate per second, each beating every --interval seconds from a random
+// phase. From --silent-at seconds on, one client every --silent-every seconds (--silent in
+// all, the earliest accepted first) stops beating and stays connected: the server must expire
+// it. After --duration seconds (from the start) a summary line is printed (its ended_at is
+// when the run ended), then every client still connected leaves.
+// Prints JSON lines (times are Date.now() milliseconds, for correlating with server logs):
+//   {"type": "refused", "i", "message"}            connect_error (the server's reason)
+//   {"type": "silent", "i", "id", "last_beat"}     a client stopped beating
+//   {"type": "disconnect", "i", "id", "reason", "t", "silent", "last_beat", "max_gap"}
+//   {"type": "summary", ...}                       counts, and this process's own lag
+import { io } from "socket.io-client";
+
+const options = Object.fromEntries(
+  process.argv.slice(2).map((arg) => {
+    const [key, value = "true"] = arg.replace(/^--/, "").split("=");
+    return [key, value];
+  }),
+);
+const url = options.url;
+const transport = options.transport ?? "websocket";
+const clients = Number(options.clients ?? 100);
+const interval = Number(options.interval ?? 1) * 1000;
+const rate = Number(options.rate ?? 200);
+const duration = Number(options.duration ?? 30) * 1000;
+const silentCount = Number(options.silent ?? 0);
+const silentAt = Number(options["silent-at"] ?? duration / 2000) * 1000;
+const silentEvery = Number(options["silent-every"] ?? 1) * 1000;
+
+const print = (object) => process.stdout.write(JSON.stringify(object) + "\n");
+const started = Date.now();
+const sockets = [];
+const counts = { offered: 0, connected: 0, refused: 0, errors: 0, disconnected: 0 };
+const refusals = {};
+const reasons = {};
+let silencedSoFar = 0;
+let maxGap = 0; // the longest this process took between two beats of one client (ms)
+let maxLoopLag = 0; // how late this process's own timers ran (ms)
+
+// This process's own event-loop lag: if the load generator starves, its beats are late
+// because of it, not because of the server. The summary says how late it ever was.
+let tick = performance.now();
+setInterval(() => {
+  const now = performance.now();
+  maxLoopLag = Math.max(maxLoopLag, now - tick - 100);
+  tick = now;
+}, 100);
+
+function open(i) {
+  counts.offered += 1;
+  const socket = io(url, { transports: [transport], reconnection: false, forceNew: true, timeout: 60000 });
+  const state = { i, socket, id: null, beating: false, silent: false, lastBeat: 0, maxGap: 0, timer: null };
+  sockets.push(state);
+  const beat = () => {
+    const now = Date.now();
+    if (state.lastBeat) state.maxGap = Math.max(state.maxGap, now - state.lastBeat);
+    maxGap = Math.max(maxGap, state.maxGap);
+    state.lastBeat = now;
+    socket.emit("heartbeat");
+  };
+  socket.on("connect", () => {
+    state.id = socket.id;
+    counts.connected += 1;
+    state.beating = true;
+    beat(); // the connect counts as a beat on the server: start the rhythm now
+    state.timer = setTimeout(() => {
+      beat();
+      state.timer = setInterval(beat, interval);
+    }, Math.random() * interval);
+  });
+  socket.on("connect_error", (error) => {
+    const message = String(error.message ?? error);
+    if (message === "server overloaded") counts.refused += 1;
+    else counts.errors += 1;
+    refusals[message] = (refusals[message] ?? 0) + 1;
+    print({ type: "refused", i, message });
+    socket.close();
+  });
+  socket.on("disconnect", (reason) => {
+    clearTimeout(state.timer);
+    clearInterval(state.timer);
+    if (!state.beating) return;
+    state.beating = false;
+    counts.disconnected += 1;
+    reasons[reason] = (reasons[reason] ?? 0) + 1;
+    print({
+      type: "disconnect", i, id: state.id, reason, t: Date.now(),
+      silent: state.silent, last_beat: state.lastBeat, max_gap: state.maxGap,
+    });
+  });
+}
+
+function silence(state) {
+  silencedSoFar += 1;
+  state.silent = true;
+  clearTimeout(state.timer);
+  clearInterval(state.timer);
+  print({ type: "silent", i: state.i, id: state.id, last_beat: state.lastBeat });
+}
+
+// Open the clients at `rate` per second, in small batches every 10 ms.
+let next = 0;
+const opener = setInterval(() => {
+  const due = Math.min(clients, Math.floor(((Date.now() - started) / 1000) * rate) + 1);
+  while (next < due) open(next++);
+  if (next >= clients) clearInterval(opener);
+}, 10);
+
+// From silentAt, silence one beating client every silentEvery ms, the earliest accepted first.
+setTimeout(() => {
+  const next = () => {
+    const state = sockets.find((candidate) => candidate.beating && !candidate.silent);
+    if (state) silence(state);
+    if (silencedSoFar < silentCount) setTimeout(next, silentEvery);
+  };
+  if (silentCount > 0) next();
+}, silentAt);
+
+setTimeout(() => {
+  clearInterval(opener);
+  const summary = {
+    type: "summary", ...counts, still_connected: 0, refusals, reasons,
+    max_gap: maxGap, max_loop_lag: Math.round(maxLoopLag), elapsed: Date.now() - started,
+    ended_at: Date.now(),
+  };
+  for (const state of sockets) {
+    if (state.beating) {
+      summary.still_connected += 1;
+      state.beating = false; // our own leaving is not a departure the server caused
+    }
+  }
+  print(summary);
+  for (const state of sockets) {
+    clearTimeout(state.timer);
+    clearInterval(state.timer);
+    state.socket.close();
+  }
+  setTimeout(() => process.exit(0), 500);
+}, duration);
