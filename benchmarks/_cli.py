@@ -61,6 +61,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run benchmarks.presence: presence vs peer_gone end to end (minutes)",
     )
     parser.add_argument(
+        "--overload",
+        type=int,
+        metavar="CAPACITY",
+        help="also: one serve process offered 1x, 1.5x, 3x CAPACITY clients (benchmarks.overload)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="folder for results.json and the PNG plots (default: a temp dir)",
@@ -157,6 +163,12 @@ def run(args: argparse.Namespace) -> int:
         from . import presence
 
         results["presence"] = presence.measure(quick=quick)
+    if args.overload:
+        from . import overload
+
+        print(f"overload, capacity {args.overload}...", file=sys.stderr)
+        results["overload"] = overload.rows(args.overload)
+        print(overload.table(args.overload, results["overload"]))
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

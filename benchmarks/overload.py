@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,13 +41,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ("Outcome", "Server", "available", "find_capacity", "main", "offer")
+__all__ = (
+    "Calibration",
+    "Outcome",
+    "Server",
+    "available",
+    "calibrate",
+    "cpu_share",
+    "find_capacity",
+    "main",
+    "offer",
+    "rows",
+    "table",
+)
 
 JS = Path(__file__).resolve().parents[1] / "tests" / "js"
 #: What a refused Socket.IO client is told.
 OVERLOADED = "server overloaded"
-#: Reasons a departure may have at the end of a run (the clients leave, the server stops).
-_LEAVING = frozenset({"client disconnect", "transport close", "server shutdown"})
+
+
+_EXPIRY_FIELDS = ("timestamp", "peer", "silent_for", "late_by", "stretch", "loop_lag")
 
 
 def available() -> str | None:
@@ -116,6 +131,9 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
         return self.process.returncode
 
 
@@ -159,6 +177,12 @@ class Outcome:
     #: Real departures detected: late_by (server), the stretch applied, and the client's view.
     late_by: list[float] = field(default_factory=list)
     stretch: list[float] = field(default_factory=list)
+    #: How late the driver itself woke at each of those expiries (its event-loop latency).
+    loop_lag: list[float] = field(default_factory=list)
+    #: The server's expiry lines of clients that never stopped beating (false departures).
+    expired_live: list[dict[str, Any]] = field(default_factory=list)
+    #: (time, overload_started / overload_ended / server_lagging, lag) from the server's log.
+    sheds: list[tuple[str, str, float | None]] = field(default_factory=list)
     detected_after: list[float] = field(default_factory=list)
     max_lag: float = 0.0
     server_refused: int = 0
@@ -181,6 +205,7 @@ class Outcome:
             "refusals": self.refusals,
             "false departures": self.false_total,
             "false by reason": {**self.false_departures, **self.false_ends},
+            "false expiries": self.expired_live[:5],
             "real departures": f"{len(self.late_by)}/{self.silent}",
             "late_by median ms": None if median is None else round(median * 1000, 1),
             "late_by max ms": round(max(self.late_by) * 1000, 1) if self.late_by else None,
@@ -198,16 +223,19 @@ def offer(
     rate: float = 200.0,
     duration: float = 40.0,
     silent: int = 20,
+    silent_at: float | None = None,
     server_options: Sequence[str] = ("--resolution=0.01", "--room="),
 ) -> Outcome:
     """Offer ``clients`` Socket.IO clients to one fresh ``serve``; ``silent`` of them stop.
 
-    The silent ones stop one by one over the second half of the run, so that
-    their departures sample the whole overload, not one moment of it.
+    The silent ones stop one by one, a second apart, from ``silent_at`` (default:
+    a quarter into what follows the ramp).
     """
     timeout = interval * misses
     ramp = clients / rate
-    silent_at = ramp + (duration - ramp) / 4
+    duration = max(duration, ramp + 15)  # every client offered, then a steady while
+    if silent_at is None:
+        silent_at = ramp + (duration - ramp) / 4
     with serving(*server_options, interval=interval, misses=misses) as server:
         assert server.url is not None
         lines = run_load(
@@ -218,7 +246,7 @@ def offer(
             duration=duration,
             silent=silent,
             silent_at=round(silent_at, 3),
-            silent_every=round(max(duration - silent_at - 2 * timeout - 2, 1) / max(silent, 1), 3),
+            silent_every=1,
         )
     summary = next(line for line in lines if line["type"] == "summary")
     ended_at = summary["ended_at"] / 1000
@@ -234,17 +262,28 @@ def offer(
             false_departures[line["reason"]] += 1
     false_ends: Counter[str] = Counter()
     for line in server.events("peer_gone"):
-        if line["peer"] in silent_ids:
-            continue
-        if line["reason"] in _LEAVING and _epoch(line["timestamp"]) >= ended_at - 0.5:
+        # Once the run ends every client leaves at once: a client whose goodbye is still
+        # in the server's backlog when its deadline comes is expired, and it did stop.
+        if line["peer"] in silent_ids or _epoch(line["timestamp"]) >= ended_at - 0.5:
             continue
         false_ends[line["reason"]] += 1
-    late_by, stretch = [], []
+    late_by, stretch, loop_lag = [], [], []
+    expired_live = []
     for line in server.events("peer_expired"):
+        if _epoch(line["timestamp"]) < ended_at - 0.5 and not any(
+            sid in str(line["peer"]) for sid in silent_ids
+        ):
+            expired_live.append({key: line.get(key) for key in _EXPIRY_FIELDS})
         if any(sid in str(line["peer"]) for sid in silent_ids):
             late_by.append(float(line["late_by"]))
             stretch.append(float(line.get("stretch", 0.0)))
+            loop_lag.append(float(line.get("loop_lag", 0.0)))
     stopped = server.events("stopped")
+    sheds: list[tuple[str, str, float | None]] = [
+        (str(line["timestamp"])[11:23], str(line["event"]).rsplit(".", 1)[1], line.get("lag"))
+        for line in server.lines
+        if line.get("event", "").endswith(("overload_started", "overload_ended", "server_lagging"))
+    ]
     return Outcome(
         offered=summary["offered"],
         accepted=summary["connected"],
@@ -255,12 +294,65 @@ def offer(
         silent=len(silent_ids),
         late_by=late_by,
         stretch=stretch,
+        loop_lag=loop_lag,
+        expired_live=expired_live,
+        sheds=sheds,
         detected_after=detected_after,
         max_lag=float(stopped[-1]["max_lag"]) if stopped else float("nan"),
         server_refused=int(stopped[-1]["refused"]) if stopped else -1,
         load_max_loop_lag=summary["max_loop_lag"],
         load_max_gap=summary["max_gap"],
     )
+
+
+@dataclass
+class Calibration:
+    """What one client beating once a second costs the server, and the CPU it can get now."""
+
+    #: Server CPU seconds per heartbeat (psutil, over a window of steady beating).
+    cost_per_beat: float
+    #: The share of one core a busy process gets on this machine now (0..1).
+    share: float
+
+    @property
+    def capacity(self) -> int:
+        """Clients at 1 beat/s that would fill the share of a core this process can get."""
+        return round(self.share / self.cost_per_beat)
+
+
+def cpu_share(seconds: float = 1.0) -> float:
+    """The CPU time a busy process gets per second of wall time on this machine now."""
+    code = (
+        "import time\n"
+        f"end = time.monotonic() + {seconds}\n"
+        "while time.monotonic() < end: pass\n"
+        "print(time.process_time())"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return min(1.0, float(done.stdout) / (time.monotonic() - started))
+
+
+def calibrate(clients: int = 300, seconds: float = 6.0) -> Calibration:
+    """Server CPU per beat with ``clients`` beating once a second (no overload), and the share."""
+    psutil: Any = importlib.import_module("psutil")  # the bench extra; no type stubs
+
+    with serving("--room=", interval=1.0, misses=2.0) as server:
+        assert server.url is not None
+        load = threading.Thread(
+            target=run_load,
+            args=(server.url,),
+            kwargs={"clients": clients, "interval": 1, "rate": clients, "duration": seconds + 4},
+        )
+        load.start()
+        time.sleep(3.0)  # the clients connect and settle (the load generator's own pacing)
+        process = psutil.Process(server.process.pid)
+        before = process.cpu_times()
+        share = cpu_share(seconds)
+        after = process.cpu_times()
+        load.join()
+    used = (after.user - before.user) + (after.system - before.system)
+    return Calibration(cost_per_beat=used / (clients * seconds), share=share)
 
 
 def _serves(outcome: Outcome, limit: float) -> bool:
@@ -298,11 +390,42 @@ def find_capacity(
     return good, runs
 
 
+def rows(
+    capacity: int, loads: Sequence[float] = (1.0, 1.5, 3.0), **options: Any
+) -> list[dict[str, Any]]:
+    """Offer ``capacity`` times each of ``loads`` clients to a fresh server; one row each."""
+    found = []
+    for multiple in loads:
+        outcome = offer(round(capacity * multiple), **options)
+        found.append({"load": multiple, **outcome.row()})
+        print(f"  {json.dumps(found[-1])}", file=sys.stderr, flush=True)
+    return found
+
+
+def table(capacity: int, found: Sequence[dict[str, Any]]) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        f"capacity: {capacity} clients at 1 beat/s (cpus: {os.cpu_count()})",
+        "",
+        "| load | offered | accepted | refused | false departures | real departures"
+        " | late_by median / max ms | stretch max ms | server max lag ms |",
+        "|" + "---|" * 9,
+    ]
+    for row in found:
+        lines.append(
+            f"| {row['load']:g}x | {row['offered']} | {row['accepted']} | {row['refused']} "
+            f"| {row['false departures']} | {row['real departures']} "
+            f"| {row['late_by median ms']} / {row['late_by max ms']} | {row['stretch max ms']} "
+            f"| {row['server max lag ms']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--capacity", type=int, help="skip the search: the capacity to use")
     parser.add_argument("--duration", type=float, default=40.0, help="seconds per run (40)")
-    parser.add_argument("--rate", type=float, default=200.0, help="connections opened per s")
+    parser.add_argument("--rate", type=float, default=100.0, help="connections opened per s")
     parser.add_argument("--loads", default="1,1.5,3", help="multiples of the capacity to offer")
     args = parser.parse_args(argv)
     missing = available()
@@ -314,21 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if capacity is None:
         print("capacity search (1 beat/s, median lateness < 50 ms)...", file=sys.stderr)
         capacity, _ = find_capacity(**options)
-    print(f"\ncapacity: {capacity} clients at 1 beat/s (cpus: {os.cpu_count()})\n")
-    header = "| load | offered | accepted | refused | false departures | real departures"
-    print(header + " | late_by median / max ms | stretch max ms | server max lag ms |")
-    print("|" + "---|" * 9)
-    for multiple in (float(x) for x in args.loads.split(",")):
-        outcome = offer(round(capacity * multiple), **options)
-        row = outcome.row()
-        print(
-            f"| {multiple:g}x | {row['offered']} | {row['accepted']} | {row['refused']} "
-            f"| {row['false departures']} | {row['real departures']} "
-            f"| {row['late_by median ms']} / {row['late_by max ms']} | {row['stretch max ms']} "
-            f"| {row['server max lag ms']} |",
-            flush=True,
-        )
-        print(f"  {json.dumps(row)}", file=sys.stderr)
+    loads = [float(x) for x in args.loads.split(",")]
+    print(table(capacity, rows(capacity, loads, **options)))
     return 0
 
 

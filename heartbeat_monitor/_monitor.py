@@ -414,7 +414,7 @@ class HeartbeatMonitor:
                 # A wake before the target (woken by track) measures nothing; on a virtual
                 # clock a late wake is a test moving time, not lag.
                 if not virtual and now >= target:
-                    overload.observe(lag, now)
+                    overload.observe(lag, now, shed=False)
                 if stall_limit is not None and lag > stall_limit:
                     grace_until = now + self._stall_grace
                     tracker.grant_grace(grace_until)
@@ -450,15 +450,18 @@ class HeartbeatMonitor:
             self._wake = None
 
     async def _probe(self, scope: anyio.CancelScope, interval: float) -> None:
-        """Measure the event loop's lag every ``interval`` seconds, cheaply, on a real clock."""
+        """Measure the lag every ``interval`` seconds along a beat's path (see OverloadGuard)."""
         clock = self._tracker.clock
-        observe = self.overload.observe
+        overload = self.overload
+        hops = range(overload.probe_hops)
         with scope:
             while True:
                 before = clock.now()
                 await anyio.sleep(interval)
+                for _ in hops:
+                    await anyio.lowlevel.checkpoint()
                 now = clock.now()
-                observe(now - before - interval, now)
+                overload.observe(now - before - interval, now)
 
     def _adapt_batch(self, elapsed: float, *, more: bool) -> None:
         """Size the next batch so that one poll plus its dispatch stays within max_block."""
@@ -497,7 +500,13 @@ class HeartbeatMonitor:
                     peer=event.key,
                     silent_for=round(event.expired_at - event.last_beat, 6),
                     late_by=round(event.late_by, 6),
-                    **({"stretch": round(stretch, 6)} if stretch else {}),
+                    # With a stretch, how late the driver itself woke: late_by less both is
+                    # the resolution's part.
+                    **(
+                        {"stretch": round(stretch, 6), "loop_lag": round(self.loop_lag, 6)}
+                        if stretch
+                        else {}
+                    ),
                 )
             elif isinstance(event, PeerEvent):
                 getattr(log, level)(name, peer=event.key)

@@ -10,14 +10,16 @@ act on it, as Lifeguard's local-health multiplier stretches suspicion when the
 local node is unhealthy, and Cassandra's pause guard refuses to convict after
 its own pause. :class:`OverloadGuard` does three things, all from one measure:
 
-**Lag.** How late the event loop runs work that is due: the driver measures how
-late it wakes (``HeartbeatMonitor.loop_lag``), and a probe task sleeps
-``probe_interval`` seconds and measures how late it wakes. Both feed
-:meth:`OverloadGuard.observe`. In a single-threaded asyncio server a beat read
-from a socket waits for the same ready queue, so the lag is also how long a
-beat waits before it is recorded (a beat handled in its own task, as with
-python-socketio's default ``async_handlers``, waits a few passes of it: the
-heartbeat interval's margin below the timeout covers the difference).
+**Lag.** How old a beat is when the server records it, as far as the server's
+own slowness goes. A probe task sleeps ``probe_interval`` seconds, then yields
+``probe_hops`` more times to the event loop, and measures how late it is: in a
+single-threaded server a beat read from a socket waits in the same ready queue,
+and is handled a few passes of it later (with Socket.IO: uvicorn's read
+callback, its queue, engine.io's reader and its ``wait_for``, then the task per
+message: four hops after the read), so the probe's path is a beat's path.
+The driver's own wake lag (``HeartbeatMonitor.loop_lag``) is measured too, for
+the stretch only: it is the lag at the moment deadlines are checked, after a
+stall the probe has not reported yet. Both feed :meth:`observe`.
 
 **Stretch** (local health). At each check, deadlines are moved later by
 ``stretch = min(lag_factor * recent_lag, max_stretch)``, where ``recent_lag`` is
@@ -98,6 +100,7 @@ class OverloadGuard:
         "log_every",
         "max_lag",
         "max_stretch",
+        "probe_hops",
         "probe_interval",
         "recover_after",
         "recover_lag",
@@ -121,6 +124,7 @@ class OverloadGuard:
         max_stretch: float | None = None,
         window: float | None = None,
         probe_interval: float | None = 0.1,
+        probe_hops: int = 4,
         log_every: float = 5.0,
     ) -> None:
         timeout = positive("timeout", timeout)
@@ -151,6 +155,10 @@ class OverloadGuard:
         self.window = positive("window", timeout if window is None else window)
         #: Seconds between two probes of the event loop (``None``: no probe task).
         self.probe_interval = optional_seconds("probe_interval", probe_interval)
+        if type(probe_hops) is not int or probe_hops < 0:
+            raise ConfigurationError(f"probe_hops must be an int >= 0, not {probe_hops!r}")
+        #: Passes of the event loop the probe waits after waking (a beat's path).
+        self.probe_hops = probe_hops
         self.log_every = positive("log_every", log_every)
         #: The latest lag measured, and the highest ever (seconds).
         self.lag = 0.0
@@ -174,8 +182,12 @@ class OverloadGuard:
 
     # -- measuring -------------------------------------------------------------------------
 
-    def observe(self, lag: float, now: float) -> None:
-        """One measure of the event loop's lag (seconds), taken at clock time ``now``."""
+    def observe(self, lag: float, now: float, *, shed: bool = True) -> None:
+        """One measure of the lag (seconds), taken at clock time ``now``.
+
+        ``shed=False``: for the stretch only, not for shedding (the driver's wake
+        lag, one pass of the loop where a beat takes several).
+        """
         lag = max(float(lag), 0.0)
         self.lag = lag
         self.samples += 1
@@ -185,7 +197,8 @@ class OverloadGuard:
         while recent and recent[-1][1] <= lag:
             recent.pop()
         recent.append((now, lag))
-        self._shed(lag, now)
+        if shed:
+            self._shed(lag, now)
         lagging = self.recover_lag is not None and lag > self.recover_lag
         if lagging and now - self._last_log >= self.log_every:
             self._last_log = now

@@ -6,6 +6,12 @@ listens on ``server.url`` until the block ends; ``await server.serve()`` runs
 until :meth:`stop` (or Ctrl-C when ``signals=True``). On the way out every
 peer is ended with the reason ``"server shutdown"`` before uvicorn closes the
 connections.
+
+While the server is far behind (shedding, and the lag past four times
+``shed_lag``), a request that would open a new engine.io session is answered
+``503 server overloaded`` before engine.io does any work for it: refusing at the
+Socket.IO level (a ``connect_error``, the adapter's way) costs most of a
+handshake, which such a server cannot spare (docs/overload.md).
 """
 
 from __future__ import annotations
@@ -22,12 +28,58 @@ import anyio.abc
 import socketio
 import uvicorn
 
-from heartbeat_monitor import AcceptBackoff
+from heartbeat_monitor import OVERLOADED, AcceptBackoff
 
 from ._adapter import SocketIOAdapter
 from ._limits import IdleClosingHTTP
 
 __all__ = ("SocketIOServer",)
+
+#: Past this many times shed_lag of lag, new sessions are refused with HTTP 503.
+_HARD_SHED = 4.0
+
+
+class _Overloaded:
+    """ASGI: refuse a new engine.io session with 503 while the server is far behind."""
+
+    __slots__ = ("_adapter", "_app", "_path")
+
+    def __init__(self, app: Any, adapter: SocketIOAdapter, path: str) -> None:
+        self._app = app
+        self._adapter = adapter
+        self._path = f"/{path}/"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and self._far_behind(scope):
+            reason = self._adapter.monitor.overload.refusal()
+            if reason is not None:
+                self._adapter.hub.refuse_input("socketio", reason, http=503)
+                await _refuse(scope, send)
+                return
+        await self._app(scope, receive, send)
+
+    def _far_behind(self, scope: Any) -> bool:
+        guard = self._adapter.monitor.overload
+        return (
+            guard.shedding
+            and guard.shed_lag is not None
+            and guard.lag >= _HARD_SHED * guard.shed_lag
+            and scope.get("path", "").startswith(self._path)
+            and b"sid=" not in scope.get("query_string", b"")  # a new session, not a poll
+        )
+
+
+async def _refuse(scope: Any, send: Any) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"retry-after", b"5")]
+    body = OVERLOADED.encode()
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1013, "reason": OVERLOADED})
 
 
 class _Uvicorn(uvicorn.Server):
@@ -94,7 +146,7 @@ class SocketIOServer:
         self.path = path.strip("/")
         app = socketio.ASGIApp(adapter.sio, other_asgi_app=other_asgi_app, socketio_path=self.path)
         config = uvicorn.Config(
-            app,
+            _Overloaded(app, adapter, self.path),
             log_config=None,
             log_level=log_level,
             access_log=False,

@@ -71,8 +71,11 @@ function open(i) {
     }, Math.random() * interval);
   });
   socket.on("connect_error", (error) => {
-    const message = String(error.message ?? error);
-    if (message === "server overloaded") counts.refused += 1;
+    // The adapter's refusal is the message; an HTTP 503 (a server far behind) is in the
+    // description of engine.io's transport error ("Unexpected server response: 503").
+    const detail = error.description?.message ?? error.description?.error?.message;
+    const message = String(error.message ?? error) + (detail ? ` (${detail})` : "");
+    if (message === "server overloaded" || message.includes("503")) counts.refused += 1;
     else counts.errors += 1;
     refusals[message] = (refusals[message] ?? 0) + 1;
     print({ type: "refused", i, message });

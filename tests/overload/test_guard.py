@@ -79,7 +79,7 @@ def test_the_defaults():
     assert guard.max_stretch == 5.0  # the timeout, at least 5 s
     assert OverloadGuard(30.0).max_stretch == 30.0
     assert guard.window == 1.0  # the timeout
-    assert (guard.lag_factor, guard.probe_interval) == (1.0, 0.1)
+    assert (guard.lag_factor, guard.probe_interval, guard.probe_hops) == (1.0, 0.1, 4)
 
 
 def test_lagging_is_logged_at_a_bounded_pace():
@@ -114,6 +114,8 @@ def test_never_sheds_when_shed_lag_is_none():
         ({"probe_interval": -0.1}, "probe_interval"),
         ({"recover_after": 0}, "recover_after"),
         ({"shed_after": -1}, "shed_after"),
+        ({"probe_hops": -1}, "probe_hops"),
+        ({"probe_hops": 1.5}, "probe_hops"),
     ],
 )
 def test_bad_settings_are_refused_clearly(options, match):
