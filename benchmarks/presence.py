@@ -97,6 +97,8 @@ async def _serve(mode: str) -> None:
             audience.send(event, payload, connections)
 
     hub.audience = Counting()
+    gone_at: dict[str, float] = {}  # peer -> when the server ended it
+    hub.on_gone(lambda event: gone_at.setdefault(str(event.key), time.monotonic()))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -119,6 +121,7 @@ async def _serve(mode: str) -> None:
                     "min_gap_s": min(gaps) if gaps else None,
                     "gone": dict(hub.gone),
                     "peers": len(hub),
+                    "gone_at": gone_at,
                 }
             ),
             flush=True,
@@ -163,9 +166,8 @@ class _Crowd:
 
     def lateness(self, deadlines: dict[str, float]) -> float | None:
         """How long after its deadline the last client heard of the last departure."""
-        late = [
-            c.heard[p] - deadlines[p] for c in self.clients for p in self.expect if p in c.heard
-        ]
+        since = {p: deadlines[p] for p in self.expect if p in deadlines}
+        late = [c.heard[p] - t for c in self.clients for p, t in since.items() if p in c.heard]
         return max(late) if late else None
 
 
@@ -389,6 +391,16 @@ class _Group:
             process.stop()
 
 
+def _late(group: _Group, since: dict[str, float]) -> float | None:
+    """The most any client of ``group`` heard of a departure after ``since[peer]``."""
+    parts = [part["max_late_s"] for part in group.ask(cmd="late", deadlines=since)]
+    return max((part for part in parts if part is not None), default=None)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _wait(group: _Group) -> dict[str, Any]:
     """Poll ``group`` until every client heard of every expected departure (or the cap)."""
     started = time.monotonic()
@@ -417,6 +429,8 @@ def _kill(mode: str, clients: int) -> dict[str, Any]:
         cpu = server.cpu() - cpu
         told = status["done"] == status["of"]
         after = server.report()
+        gone_at = after.pop("gone_at")
+        before.pop("gone_at")
         expired = after["gone"].get("heartbeat timeout", 0) - before["gone"].get(
             "heartbeat timeout", 0
         )
@@ -425,6 +439,7 @@ def _kill(mode: str, clients: int) -> dict[str, Any]:
             "departures": len(doomed.ids),
             "stayers_told_all": status["done"],
             "all_told_within_s": round(status["last"] - killed_at, 3) if told else None,
+            "max_told_after_the_server_ended_it_s": _rounded(_late(stayers, gone_at)),
             "server_cpu_s": round(cpu, 3),
             "stayers_expired_meanwhile": expired,
             "setup": {"server_cpu_s": round(setup_cpu, 1), "settled_in_s": settled_in},
@@ -455,16 +470,21 @@ def _silent(mode: str, clients: int) -> dict[str, Any]:
         deadlines = {peer: beat + TIMEOUT for peer, beat in last_beats.items()}
         status = _wait(healthy)
         cpu = server.cpu() - cpu
-        lates = [part["max_late_s"] for part in healthy.ask(cmd="late", deadlines=deadlines)]
-        late = max((x for x in lates if x is not None), default=None)
+        late = _late(healthy, deadlines)
         time.sleep(TIMEOUT)  # long enough for a wrongly expired healthy peer to show
         report = server.report()
+        gone_at = report.pop("gone_at")
         after = healthy.status()
+        expired_late = [gone_at[p] - deadlines[p] for p in deadlines if p in gone_at]
         return {
             "stayers": status["of"],
             "silent": len(silent.ids),
             "stayers_told_all": status["done"],
             "max_after_deadline_s": None if late is None else round(late, 3),
+            # the two parts of it: the server's expiry (wheel resolution, and the stall and
+            # overload guards, which give a lagging server's peers more time), then the telling
+            "max_expiry_after_deadline_s": round(max(expired_late), 3) if expired_late else None,
+            "max_told_after_expiry_s": _rounded(_late(healthy, gone_at)),
             "healthy_expired": report["gone"].get("heartbeat timeout", 0) - len(silent.ids),
             "healthy_told_as_gone": after["heard_of_others"],
             "setup": {"server_cpu_s": round(setup_cpu, 1), "settled_in_s": settled_in},
