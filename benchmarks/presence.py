@@ -268,7 +268,7 @@ async def _clients(url: str, count: int, rate: float) -> None:
             await asyncio.sleep(1 / rate)
     await crowd.ready.wait()
     print(json.dumps({"ids": [c.sid for c in crowd.clients]}), flush=True)
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=1 << 24)  # a command may list every peer
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
