@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -48,7 +49,10 @@ def quiet_structlog() -> None:
     """Drop log records below warning: measure the monitor, not the printing of its logs."""
     import logging
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),  # stdout is for the results
+    )
 
 
 @dataclass(slots=True)

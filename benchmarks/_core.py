@@ -93,7 +93,7 @@ def mass_expiry_probe(peers: int, *, timeout: float, resolution: float) -> dict[
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode not in (0, 1) or not done.stdout.strip():
         raise RuntimeError(f"benchmarks._mass failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 

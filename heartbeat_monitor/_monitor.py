@@ -160,7 +160,7 @@ class HeartbeatMonitor:
         max_concurrent_callbacks: int = 64,
         callback_timeout: float | None = None,
         batch_size: int | None = None,
-        max_block: float = 0.004,
+        max_block: float = 0.002,
         overload: OverloadGuard | None = None,
     ) -> None:
         self._tracker = LivenessTracker(
