@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -92,17 +93,20 @@ class Server:
             "--log-level=debug",
             *options,
         ]
+        # stderr goes to a file: a pipe nobody reads would block the server once full.
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 -- stop() closes it
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            command, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1
         )
         self.lines: list[dict[str, Any]] = []
+        self._errors = ""
         self.url: str | None = None
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._ready.wait(30) or self.url is None:
             self.stop()
-            raise RuntimeError(f"serve did not start: {self.process.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
+            raise RuntimeError(f"serve did not start: {self.errors()[-2000:]!r}")
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -131,10 +135,19 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(10)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if not self.stderr.closed:
+            self._errors = self.errors()
+            self.stderr.close()
         return self.process.returncode
+
+    def errors(self) -> str:
+        """What the server wrote to stderr (all of it once stopped)."""
+        if self.stderr.closed:
+            return self._errors
+        self.stderr.seek(0)
+        return self.stderr.read()
 
 
 @contextlib.contextmanager
@@ -181,6 +194,8 @@ class Outcome:
     loop_lag: list[float] = field(default_factory=list)
     #: The server's expiry lines of clients that never stopped beating (false departures).
     expired_live: list[dict[str, Any]] = field(default_factory=list)
+    #: What the server wrote to stderr (uvicorn's own log: tracebacks would be here).
+    server_stderr: list[str] = field(default_factory=list)
     #: (time, overload_started / overload_ended / server_lagging, lag) from the server's log.
     sheds: list[tuple[str, str, float | None]] = field(default_factory=list)
     detected_after: list[float] = field(default_factory=list)
@@ -236,6 +251,7 @@ def offer(
     duration = max(duration, ramp + 15)  # every client offered, then a steady while
     if silent_at is None:
         silent_at = ramp + (duration - ramp) / 4
+    duration = max(duration, silent_at + silent + 2 * timeout + 3)  # the last one is found
     with serving(*server_options, interval=interval, misses=misses) as server:
         assert server.url is not None
         lines = run_load(
@@ -269,11 +285,16 @@ def offer(
         false_ends[line["reason"]] += 1
     late_by, stretch, loop_lag = [], [], []
     expired_live = []
+    connected_at = {line["id"]: line["t"] / 1000 for line in lines if line["type"] == "connected"}
     for line in server.events("peer_expired"):
         if _epoch(line["timestamp"]) < ended_at - 0.5 and not any(
             sid in str(line["peer"]) for sid in silent_ids
         ):
-            expired_live.append({key: line.get(key) for key in _EXPIRY_FIELDS})
+            found = {key: line.get(key) for key in _EXPIRY_FIELDS}
+            sid = next((sid for sid in connected_at if sid in str(line["peer"])), None)
+            if sid is not None:  # how long after its connect (a new client's first beat?)
+                found["after_connect"] = round(_epoch(line["timestamp"]) - connected_at[sid], 3)
+            expired_live.append(found)
         if any(sid in str(line["peer"]) for sid in silent_ids):
             late_by.append(float(line["late_by"]))
             stretch.append(float(line.get("stretch", 0.0)))
@@ -297,6 +318,7 @@ def offer(
         loop_lag=loop_lag,
         expired_live=expired_live,
         sheds=sheds,
+        server_stderr=[line for line in server.errors().splitlines() if line.strip()],
         detected_after=detected_after,
         max_lag=float(stopped[-1]["max_lag"]) if stopped else float("nan"),
         server_refused=int(stopped[-1]["refused"]) if stopped else -1,

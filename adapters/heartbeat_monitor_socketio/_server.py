@@ -17,6 +17,7 @@ handshake, which such a server cannot spare (docs/overload.md).
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import Iterator
@@ -37,26 +38,41 @@ __all__ = ("SocketIOServer",)
 
 #: Past this many times shed_lag of lag, new sessions are refused with HTTP 503.
 _HARD_SHED = 4.0
+#: What uvicorn's websocket implementation logs after a 503 to an upgrade.
+_UNFINISHED = "ASGI callable returned without completing handshake."
 
 
-class _Overloaded:
-    """ASGI: refuse a new engine.io session with 503 while the server is far behind."""
+class _Overloaded(logging.Filter):
+    """ASGI: refuse a new engine.io session with 503 while the server is far behind.
 
-    __slots__ = ("_adapter", "_app", "_path")
+    Also a filter on uvicorn's error log: uvicorn's websocket implementation logs
+    "returned without completing handshake" after a 503 answer to an upgrade (it
+    does not count a denial response as the end of the handshake); one such line
+    per refusal it made is dropped, nothing else.
+    """
 
     def __init__(self, app: Any, adapter: SocketIOAdapter, path: str) -> None:
+        super().__init__()
         self._app = app
         self._adapter = adapter
         self._path = f"/{path}/"
+        self._denied = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket") and self._far_behind(scope):
             reason = self._adapter.monitor.overload.refusal()
             if reason is not None:
                 self._adapter.hub.refuse_input("socketio", reason, http=503)
-                await _refuse(scope, send)
+                if await _refuse(scope, send):
+                    self._denied += 1
                 return
         await self._app(scope, receive, send)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._denied and record.getMessage() == _UNFINISHED:
+            self._denied -= 1
+            return False
+        return True
 
     def _far_behind(self, scope: Any) -> bool:
         guard = self._adapter.monitor.overload
@@ -69,17 +85,20 @@ class _Overloaded:
         )
 
 
-async def _refuse(scope: Any, send: Any) -> None:
+async def _refuse(scope: Any, send: Any) -> bool:
+    """Answer 503; ``True`` for an upgrade denied that way (uvicorn logs it, see above)."""
     headers = [(b"content-type", b"text/plain"), (b"retry-after", b"5")]
     body = OVERLOADED.encode()
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-    elif "websocket.http.response" in scope.get("extensions", {}):
+        return False
+    if "websocket.http.response" in scope.get("extensions", {}):
         await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1013, "reason": OVERLOADED})
+        return True
+    await send({"type": "websocket.close", "code": 1013, "reason": OVERLOADED})
+    return False
 
 
 class _Uvicorn(uvicorn.Server):
@@ -127,7 +146,17 @@ class _Uvicorn(uvicorn.Server):
 class SocketIOServer:
     """Serve ``adapter.sio`` under uvicorn on ``host:port`` (port 0: a free one)."""
 
-    __slots__ = ("_exit", "_server", "_socket", "_task_group", "adapter", "host", "path", "port")
+    __slots__ = (
+        "_exit",
+        "_overloaded",
+        "_server",
+        "_socket",
+        "_task_group",
+        "adapter",
+        "host",
+        "path",
+        "port",
+    )
 
     def __init__(
         self,
@@ -145,8 +174,9 @@ class SocketIOServer:
         self.host = host
         self.path = path.strip("/")
         app = socketio.ASGIApp(adapter.sio, other_asgi_app=other_asgi_app, socketio_path=self.path)
+        self._overloaded = overloaded = _Overloaded(app, adapter, self.path)
         config = uvicorn.Config(
-            _Overloaded(app, adapter, self.path),
+            overloaded,
             log_config=None,
             log_level=log_level,
             access_log=False,
@@ -176,10 +206,13 @@ class SocketIOServer:
         async with anyio.create_task_group() as task_group:
 
             async def run() -> None:
+                uvicorn_log = logging.getLogger("uvicorn.error")
+                uvicorn_log.addFilter(self._overloaded)
                 try:
                     with AcceptBackoff("socketio").asyncio_servers():  # EMFILE: paced log
                         await server.serve(sockets=[self._socket])
                 finally:
+                    uvicorn_log.removeFilter(self._overloaded)
                     task_group.cancel_scope.cancel()
 
             task_group.start_soon(run)

@@ -7,6 +7,7 @@
 // it. After --duration seconds (from the start) a summary line is printed (its ended_at is
 // when the run ended), then every client still connected leaves.
 // Prints JSON lines (times are Date.now() milliseconds, for correlating with server logs):
+//   {"type": "connected", "i", "id", "t"}          connected (id: the sid)
 //   {"type": "refused", "i", "message"}            connect_error (the server's reason)
 //   {"type": "silent", "i", "id", "last_beat"}     a client stopped beating
 //   {"type": "disconnect", "i", "id", "reason", "t", "silent", "last_beat", "max_gap"}
@@ -63,6 +64,7 @@ function open(i) {
   socket.on("connect", () => {
     state.id = socket.id;
     counts.connected += 1;
+    print({ type: "connected", i, id: socket.id, t: Date.now() });
     state.beating = true;
     beat(); // the connect counts as a beat on the server: start the rhythm now
     state.timer = setTimeout(() => {

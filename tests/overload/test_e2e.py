@@ -49,7 +49,8 @@ def test_overload_refuses_new_clients_and_drops_no_live_one():
         silent_at=ramp * 0.8,  # while clients are still offered, and refused
         server_options=(f"--resolution={RESOLUTION}", "--room="),
     )
-    row = outcome.row()
+    row = {**outcome.row(), "false expiries": outcome.expired_live[:5], "sheds": outcome.sheds}
+    assert outcome.server_stderr == [], outcome.server_stderr[:20]
     # Zero live clients disconnected by any reason but the end of the run.
     assert outcome.false_departures == {}, row
     assert outcome.false_ends == {}, row
