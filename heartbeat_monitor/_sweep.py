@@ -112,12 +112,10 @@ class BeatTable:
         if key in last:
             last[key] = self.now()
             return True
-        return self.gone is not None and self._beat_swept(key)
-
-    def _beat_swept(self, key: Hashable) -> bool:
-        assert self.gone is not None
-        if key in self.base and key not in self.gone:
-            self.last[key] = self.now()
+        # During a window: the first beat of a peer still in the frozen ``base``.
+        gone = self.gone
+        if gone is not None and key in self.base and key not in gone:
+            last[key] = self.now()
             return True
         return False
 
