@@ -26,8 +26,9 @@ SCAN_VS_TRACKER_MIN = 50.0
 STEADY_POLL_MAX_MS = 5.0
 MASS_BLOCK_MAX_MS = 10.0
 MASS_FULL_GC_MAX_MS = 10.0
-#: The issue's targets are stated at this many peers.
+#: The issue's targets are stated at this many peers (the beat's at 100k).
 TARGET_PEERS = 1_000_000
+BEAT_TARGET_PEERS = 100_000
 
 
 def machine_info() -> dict[str, Any]:
@@ -257,7 +258,10 @@ def targets(results: Results) -> list[dict[str, Any]]:
         add(
             f"beat ≤ 1.5x the floor ({core['beat']['peers']:,} peers, paired rounds)",
             _range(paired, "x"),
-            paired["median"] <= BEAT_VS_FLOOR_MAX,
+            # Stated at 100k: below, every key is in cache and a Python call's ~40 ns shows.
+            None
+            if core["beat"]["peers"] < BEAT_TARGET_PEERS
+            else paired["median"] <= BEAT_VS_FLOOR_MAX,
         )
     elif tracker and floor:
         ratio = tracker / floor
