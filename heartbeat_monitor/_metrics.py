@@ -144,10 +144,11 @@ class Metrics:
         self.self_pauses = 0
         #: The most recent ends, newest last.
         self.departures: deque[Departure] = deque(maxlen=departures)
-        #: Samples for the plots: (wall time, beats per second, max detection latency or None).
+        #: Samples for the plots: (monotonic time, beats per second, max detection latency or None).
         self.history: deque[tuple[float, float, float | None]] = deque(maxlen=history)
-        #: Wall-clock time this object was made (for uptime).
-        self.started = time.time()
+        #: Monotonic time this object was made (for uptime). Every time this class reports is
+        #: ``time.monotonic()``: the page turns them into times of day with its own clock.
+        self.started = time.monotonic()
         #: Figures of other parts (presence, a cluster): name -> (kind, read, label).
         self._sources: dict[str, tuple[str, Any, str | None]] = {}
         self._expired = 0
@@ -171,7 +172,7 @@ class Metrics:
     # -- the rare events -------------------------------------------------------------------
 
     def _on_gone(self, event: PeerGone) -> None:
-        departure = Departure(event, time.time())
+        departure = Departure(event, time.monotonic())
         self.departures.append(departure)
         if event.expired:
             key = (event.key, event.episode)
@@ -303,7 +304,7 @@ class Metrics:
         monitor = self.monitor
         tracker = monitor.tracker
         return {
-            "time": time.time(),
+            "time": time.monotonic(),
             "started": self.started,
             "timeout": tracker.timeout,
             "resolution": tracker.resolution,
@@ -346,7 +347,7 @@ class Metrics:
         self._last_beats = beats
         self._last_sample = now
         latency, self._latest_latency = self._latest_latency, None
-        self.history.append((time.time(), rate, latency))
+        self.history.append((time.monotonic(), rate, latency))
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
