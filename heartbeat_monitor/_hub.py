@@ -114,6 +114,7 @@ class PeerHub:
         "_departures",
         "_episodes",
         "_notify",
+        "_now",
         "_number",
         "_open_callbacks",
         "_runner",
@@ -184,6 +185,7 @@ class PeerHub:
         #: The timeout of this hub's peers (``None``: the monitor's).
         self._timeout = None if timeout == monitor.tracker.timeout else timeout
         self._clock = monitor.clock
+        self._now = monitor.clock.now  # a C call on the default clock: read once per beat
         self._runner = monitor.runner
         self._number = 0
         self._open_callbacks: list[OpenCallback] = []
@@ -361,7 +363,7 @@ class PeerHub:
         A second one-second window in a row over ``max_rate`` refuses the
         connection as a flood; beats closer than ``min_beat_gap`` are not counted.
         """
-        now = self._clock.now()
+        now = self._now()
         max_rate = self.max_rate
         if max_rate is not None:
             if now - link.window_start >= 1.0:

@@ -144,9 +144,7 @@ class LivenessTracker:
         self._stages = Stages(suspect, storm_share, storm_max_hold)
         self._suspect = self._stages.suspect
         self._clock: Clock = MonotonicClock() if clock is None else clock
-        now = self._clock.now
-        if isinstance(self._clock, MonotonicClock):
-            now = time.monotonic  # skip one Python frame per beat
+        now = self._clock.now  # MonotonicClock's is time.monotonic itself: no Python frame
         self._now: Callable[[], float] = now
         stateful = self._policies.stateful
         span: float | None = self._timeout * (self._suspect or 1.0)
