@@ -126,10 +126,13 @@ def test_no_package_imports_another_packages_privates() -> None:
 
 def _private_attributes() -> list[tuple[str, str]]:
     found = []
+    owned = {
+        package: _defined_privates(folder) | set(ACCEPTED) for package, folder in PACKAGES.items()
+    }
     for package, module, path in _modules():
         if module in INTERNALS:
             continue
-        own = _defined_privates(PACKAGES[package]) | set(ACCEPTED)
+        own = owned[package]
         where = path.relative_to(ROOT)
         found += [
             (f"{where}: .{node.attr}", f"{where}:{node.lineno}: .{node.attr}")
