@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Any, Self, final
 
@@ -22,17 +22,9 @@ import structlog
 
 from ._callbacks import CallbackRunner
 from ._clock import Clock, VirtualClock
+from ._dispatch import Dispatching, ExpireCallback, _Callback
 from ._errors import ConfigurationError
-from ._events import (
-    Event,
-    Expired,
-    PeerEvent,
-    Recovered,
-    Stalled,
-    StormEnded,
-    StormStarted,
-    Suspected,
-)
+from ._events import Event, Stalled
 from ._overload import OverloadGuard
 from ._policy import Policy
 from ._streams import EventStream
@@ -40,10 +32,6 @@ from ._tracker import LivenessTracker
 from ._validate import optional_seconds
 
 __all__ = ("ExpireCallback", "HeartbeatMonitor")
-
-#: A callback run for each expiry: a plain function or an ``async def``.
-ExpireCallback = Callable[[Expired], object] | Callable[[Expired], Awaitable[object]]
-_Callback = Callable[[Any], object]
 
 #: Adaptive batches: where they start, and their bounds (wheel entries per poll).
 _FIRST_BATCH = 1_000
@@ -53,21 +41,11 @@ _MAX_BATCH = 200_000
 #: Sentinel: the self-pause guard's default (on for real clocks, off for virtual ones).
 _AUTO: Any = object()
 
-#: structlog event name and level for each kind of event.
-_LOG: dict[type[Event], tuple[str, str]] = {
-    Expired: ("heartbeat_monitor.peer_expired", "info"),
-    Suspected: ("heartbeat_monitor.peer_suspected", "info"),
-    Recovered: ("heartbeat_monitor.peer_recovered", "info"),
-    StormStarted: ("heartbeat_monitor.storm_started", "warning"),
-    StormEnded: ("heartbeat_monitor.storm_ended", "warning"),
-    Stalled: ("heartbeat_monitor.stall_detected", "warning"),
-}
-
 _logger = structlog.get_logger("heartbeat_monitor")
 
 
 @final
-class HeartbeatMonitor:
+class HeartbeatMonitor(Dispatching):
     """Runs a :class:`LivenessTracker` on anyio (asyncio or trio) and dispatches its events.
 
     ``async with HeartbeatMonitor(timeout=10) as monitor:`` runs the driver in
@@ -246,48 +224,6 @@ class HeartbeatMonitor:
 
     def __contains__(self, key: object) -> bool:
         return key in self._tracker
-
-    # -- callbacks and events --------------------------------------------------------------
-
-    def _register(self, kinds: tuple[type[Event], ...], callback: _Callback) -> None:
-        if not callable(callback):
-            raise ConfigurationError(f"a callback must be callable, not {callback!r}")
-        for kind in kinds:
-            self._callbacks.setdefault(kind, []).append(callback)
-
-    def on_expire(self, callback: ExpireCallback) -> ExpireCallback:
-        """Register an expiry callback (plain or async); usable as a decorator."""
-        self._register((Expired,), callback)
-        return callback
-
-    def on_suspect(self, callback: _Callback) -> _Callback:
-        """Register a callback for :class:`Suspected` (needs ``suspect=`` or the brake)."""
-        self._register((Suspected,), callback)
-        return callback
-
-    def on_recover(self, callback: _Callback) -> _Callback:
-        """Register a callback for :class:`Recovered`."""
-        self._register((Recovered,), callback)
-        return callback
-
-    def on_storm(self, callback: _Callback) -> _Callback:
-        """Register a callback for :class:`StormStarted` and :class:`StormEnded`."""
-        self._register((StormStarted, StormEnded), callback)
-        return callback
-
-    def on_stall(self, callback: _Callback) -> _Callback:
-        """Register a callback for :class:`Stalled`."""
-        self._register((Stalled,), callback)
-        return callback
-
-    def remove_callback(self, callback: _Callback) -> bool:
-        """Unregister ``callback`` from every kind of event; ``False`` if it was not registered."""
-        found = False
-        for entries in self._callbacks.values():
-            kept = [entry for entry in entries if entry != callback]
-            found = found or len(kept) < len(entries)
-            entries[:] = kept
-        return found
 
     def events(self, *, max_buffer: int = 10_000) -> EventStream:
         """A new stream of every event from now on (see :class:`EventStream`)."""
@@ -488,40 +424,6 @@ class HeartbeatMonitor:
             self._progress = None
             progress.set()
 
-    def _dispatch(self, events: list[Event]) -> None:
-        # Bound once per batch: each call on structlog's lazy proxy builds a logger (~5 us).
-        log = _logger.bind()
-        for event in events:
-            name, level = _LOG.get(type(event), ("heartbeat_monitor.event", "info"))
-            if isinstance(event, Expired):
-                stretch = self._tracker.stretch
-                log.info(
-                    name,
-                    peer=event.key,
-                    silent_for=round(event.expired_at - event.last_beat, 6),
-                    late_by=round(event.late_by, 6),
-                    # With a stretch, how late the driver itself woke: late_by less both is
-                    # the resolution's part.
-                    **(
-                        {"stretch": round(stretch, 6), "loop_lag": round(self.loop_lag, 6)}
-                        if stretch
-                        else {}
-                    ),
-                )
-            elif isinstance(event, PeerEvent):
-                getattr(log, level)(name, peer=event.key)
-            else:
-                getattr(log, level)(name, **_fields(event))
-        for stream in tuple(self._streams):
-            for event in events:
-                stream._offer(event)
-        callbacks = self._callbacks
-        if callbacks:
-            call = self.runner.call
-            for event in events:
-                for callback in callbacks.get(type(event), ()):
-                    call(callback, event)
-
     async def _drain_runner(self) -> None:
         """Stopping: let running async callbacks finish (each is bounded by its timeout)."""
         if self._stopping and not self.runner.idle:
@@ -530,7 +432,3 @@ class HeartbeatMonitor:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<HeartbeatMonitor {state} tracker={self._tracker!r}>"
-
-
-def _fields(event: Event) -> dict[str, object]:
-    return {name: getattr(event, name) for name in event.__dataclass_fields__}
