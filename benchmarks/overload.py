@@ -16,8 +16,15 @@ the reason clients got), false departures (a client that never stopped beating
 but was disconnected, by any reason other than the end of the run; must be 0),
 the detection lateness of the real departures and the server's measured lag.
 
-Run: ``python -m benchmarks.overload`` (several minutes), or ``--capacity N``
-to skip the search. Needs Node and ``tests/js/node_modules`` (``npm ci``).
+Each transport is measured (``--transports socketio,websocket,tcp``): Socket.IO
+with official socket.io-client connections beating once a second; websocket and
+TCP with clients of the JSON wire beating ten times a second (:data:`BEATS`: one
+such client is the load of ten beating once a second; their capacity is counted
+in these clients).
+
+Run: ``python -m benchmarks.overload`` (many minutes), or ``--capacity
+socketio=N,websocket=N,tcp=N`` to skip the search. Needs Node and
+``tests/js/node_modules`` (``npm ci``).
 """
 
 from __future__ import annotations
@@ -80,7 +87,9 @@ def _epoch(timestamp: str) -> float:
 class Server:
     """A ``heartbeat-monitor serve`` process; its JSON log lines in :attr:`lines`."""
 
-    def __init__(self, *options: str, interval: float, misses: float) -> None:
+    def __init__(
+        self, *options: str, interval: float, misses: float, transport: str = "socketio"
+    ) -> None:
         command = [
             sys.executable,
             "-m",
@@ -91,6 +100,7 @@ class Server:
             f"--misses={misses}",
             "--log-format=json",
             "--log-level=debug",
+            f"--transport={transport}",
             *options,
         ]
         # stderr goes to a file: a pipe nobody reads would block the server once full.
@@ -151,8 +161,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(*options: str, interval: float, misses: float) -> Iterator[Server]:
-    server = Server(*options, interval=interval, misses=misses)
+def serving(
+    *options: str, interval: float, misses: float, transport: str = "socketio"
+) -> Iterator[Server]:
+    server = Server(*options, interval=interval, misses=misses, transport=transport)
     try:
         yield server
     finally:
@@ -240,8 +252,12 @@ def offer(
     silent: int = 20,
     silent_at: float | None = None,
     server_options: Sequence[str] = ("--resolution=0.01", "--room="),
+    transport: str = "socketio",
 ) -> Outcome:
-    """Offer ``clients`` Socket.IO clients to one fresh ``serve``; ``silent`` of them stop.
+    """Offer ``clients`` clients to one fresh ``serve``; ``silent`` of them stop.
+
+    ``transport``: ``socketio`` (socket.io-client), ``websocket`` or ``tcp`` (the
+    JSON wire), both the server's ``--transport`` and the load generator's ``--protocol``.
 
     The silent ones stop one by one, a second apart, from ``silent_at`` (default:
     a quarter into what follows the ramp).
@@ -252,10 +268,11 @@ def offer(
     if silent_at is None:
         silent_at = ramp + (duration - ramp) / 4
     duration = max(duration, silent_at + silent + 2 * timeout + 3)  # the last one is found
-    with serving(*server_options, interval=interval, misses=misses) as server:
+    with serving(*server_options, interval=interval, misses=misses, transport=transport) as server:
         assert server.url is not None
         lines = run_load(
             server.url,
+            protocol=transport,
             clients=clients,
             interval=interval,
             rate=rate,
@@ -355,16 +372,24 @@ def cpu_share(seconds: float = 1.0) -> float:
     return min(1.0, float(done.stdout) / (time.monotonic() - started))
 
 
-def calibrate(clients: int = 300, seconds: float = 6.0) -> Calibration:
-    """Server CPU per beat with ``clients`` beating once a second (no overload), and the share."""
+def calibrate(
+    clients: int = 300, seconds: float = 6.0, *, transport: str = "socketio", interval: float = 1.0
+) -> Calibration:
+    """Server CPU per beat, ``clients`` beating every ``interval`` s (no overload); the share."""
     psutil: Any = importlib.import_module("psutil")  # the bench extra; no type stubs
 
-    with serving("--room=", interval=1.0, misses=2.0) as server:
+    with serving("--room=", interval=interval, misses=2.0, transport=transport) as server:
         assert server.url is not None
         load = threading.Thread(
             target=run_load,
             args=(server.url,),
-            kwargs={"clients": clients, "interval": 1, "rate": clients, "duration": seconds + 4},
+            kwargs={
+                "clients": clients,
+                "interval": interval,
+                "rate": clients,
+                "duration": seconds + 4,
+                "protocol": transport,
+            },
         )
         load.start()
         time.sleep(3.0)  # the clients connect and settle (the load generator's own pacing)
@@ -374,7 +399,7 @@ def calibrate(clients: int = 300, seconds: float = 6.0) -> Calibration:
         after = process.cpu_times()
         load.join()
     used = (after.user - before.user) + (after.system - before.system)
-    return Calibration(cost_per_beat=used / (clients * seconds), share=share)
+    return Calibration(cost_per_beat=used * interval / (clients * seconds), share=share)
 
 
 def _serves(outcome: Outcome, limit: float) -> bool:
@@ -424,10 +449,21 @@ def rows(
     return found
 
 
-def table(capacity: int, found: Sequence[dict[str, Any]]) -> str:
+#: How each transport's clients beat (seconds between beats, misses): Socket.IO once a
+#: second; websocket and TCP clients cost the server so little (37.5 us a beat, against 92
+#: us) that one process would keep more connections at 1 beat/s than a run should open, so
+#: each beats ten times a second: the load of ten clients beating once a second.
+BEATS = {"socketio": (1.0, 2.0), "websocket": (0.1, 20.0), "tcp": (0.1, 20.0)}
+#: Connections opened per second, per transport.
+RATES = {"socketio": 100.0, "websocket": 250.0, "tcp": 250.0}
+
+
+def table(capacity: int, found: Sequence[dict[str, Any]], *, transport: str = "socketio") -> str:
     """The rows as a markdown table."""
+    interval = BEATS.get(transport, (1.0, 2.0))[0]
     lines = [
-        f"capacity: {capacity} clients at 1 beat/s (cpus: {os.cpu_count()})",
+        f"{transport}: capacity {capacity} clients beating every {interval:g} s"
+        f" (cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f})",
         "",
         "| load | offered | accepted | refused | false departures | real departures"
         " | late_by median / max ms | stretch max ms | server max lag ms |",
@@ -445,22 +481,47 @@ def table(capacity: int, found: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--capacity", type=int, help="skip the search: the capacity to use")
+    parser.add_argument(
+        "--capacity",
+        help="skip the search: the capacity to use (N for every transport, or"
+        " socketio=N,websocket=N,tcp=N)",
+    )
     parser.add_argument("--duration", type=float, default=40.0, help="seconds per run (40)")
-    parser.add_argument("--rate", type=float, default=100.0, help="connections opened per s")
+    parser.add_argument("--rate", type=float, help="connections opened per s (per transport)")
     parser.add_argument("--loads", default="1,1.5,3", help="multiples of the capacity to offer")
+    parser.add_argument(
+        "--transports", default="socketio,websocket,tcp", help="which (socketio,websocket,tcp)"
+    )
     args = parser.parse_args(argv)
     missing = available()
     if missing:
         print(f"skipped: {missing}", file=sys.stderr)
         return 1
-    options = {"duration": args.duration, "rate": args.rate}
-    capacity = args.capacity
-    if capacity is None:
-        print("capacity search (1 beat/s, median lateness < 50 ms)...", file=sys.stderr)
-        capacity, _ = find_capacity(**options)
+    capacities: dict[str, int] = {}
+    if args.capacity:
+        for item in args.capacity.split(","):
+            name, _, value = item.rpartition("=")
+            for transport in [name] if name else args.transports.split(","):
+                capacities[transport] = int(value)
     loads = [float(x) for x in args.loads.split(",")]
-    print(table(capacity, rows(capacity, loads, **options)))
+    for transport in args.transports.split(","):
+        interval, misses = BEATS[transport]
+        options = {
+            "duration": args.duration,
+            "rate": args.rate or RATES[transport],
+            "interval": interval,
+            "misses": misses,
+            "transport": transport,
+            "server_options": ("--resolution=0.01", "--room=")
+            if transport == "socketio"
+            else ("--resolution=0.01",),
+        }
+        capacity = capacities.get(transport)
+        if capacity is None:
+            print(f"{transport}: capacity search (median lateness < 50 ms)...", file=sys.stderr)
+            capacity, _ = find_capacity(**options)
+        print(table(capacity, rows(capacity, loads, **options), transport=transport), flush=True)
+        print(flush=True)
     return 0
 
 

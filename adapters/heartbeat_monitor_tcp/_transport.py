@@ -12,6 +12,12 @@ the open connections are untouched and the new ones wait in the listen backlog
 is closed after ``hello_timeout`` (5 s), which is what frees descriptors held by
 idle connections.
 
+Overloaded (``monitor.overload`` sheds): a new connection is refused as it is
+accepted, before any task or read, with ``{"type": "closed", "reason": "refused:
+overloaded: ..."}``. Each wake of the accept loop takes everything waiting in the
+listen backlog (up to 100, as asyncio's own servers do): one accept per pass of an
+overloaded event loop would leave clients waiting there, neither served nor refused.
+
 A peer that never reads: notices beyond 1,024 queued are dropped; once its
 episode ends, a write blocked on it is given ``close_timeout`` (1 s) and then
 the connection is reset (no FIN queued behind data it will never take).
@@ -24,6 +30,7 @@ half-closes (shuts down its write side) has said goodbye: ``client disconnect``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from functools import partial
@@ -47,6 +54,9 @@ from heartbeat_monitor import (
 )
 
 __all__ = ("TcpTransport",)
+
+#: The most connections taken from the listen backlog per wake of the accept loop.
+_ACCEPT_BATCH = 100
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -73,6 +83,15 @@ class _TcpConnection(QueuedConnection):
             )
         finally:
             await self._stream.aclose()
+
+
+def _refusal(hub: PeerHub, address: str) -> bytes | None:
+    """Overloaded: the line that tells a new connection why (counted and logged); else None."""
+    reason = hub.monitor.overload.refusal()
+    if reason is None:
+        return None
+    hub.refuse_input("tcp", reason, address=address)
+    return encode_message({"type": "closed", "reason": f"refused: {reason}"}).encode() + b"\n"
 
 
 def _reset(sock: socket.socket) -> None:
@@ -134,6 +153,7 @@ class TcpTransport:
     ) -> None:
         """anyio's ``Listener.serve``, but out of file descriptors is a pause, not a crash."""
         backoff = AcceptBackoff("tcp")
+        raw = listener.extra(SocketAttribute.raw_socket)
         while True:
             try:
                 stream = await listener.accept()
@@ -144,7 +164,27 @@ class TcpTransport:
                 await anyio.sleep(backoff.failed(error))  # the peer waits in the backlog
                 continue
             backoff.succeeded()
-            task_group.start_soon(self._handle, hub, stream)
+            refusal = _refusal(hub, str(stream.extra(SocketAttribute.remote_address)))
+            if refusal is not None:
+                with contextlib.suppress(OSError, anyio.BrokenResourceError):
+                    await stream.send(refusal)
+                await stream.aclose()
+            else:
+                task_group.start_soon(self._handle, hub, stream)
+            for _ in range(_ACCEPT_BATCH):  # the rest of the backlog, in this same pass
+                try:
+                    sock, _address = raw.accept()
+                except OSError:  # nothing more waits (or an error the next accept() reports)
+                    break
+                sock.setblocking(False)
+                refusal = _refusal(hub, str(_address))
+                if refusal is not None:
+                    with contextlib.suppress(OSError):
+                        sock.send(refusal)  # a few dozen bytes into an empty send buffer
+                    sock.close()
+                else:
+                    accepted = await anyio.abc.SocketStream.from_socket(sock)
+                    task_group.start_soon(self._handle, hub, accepted)
 
     async def _handle(self, hub: PeerHub, stream: anyio.abc.SocketStream) -> None:
         try:

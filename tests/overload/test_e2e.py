@@ -1,26 +1,37 @@
-"""End to end: one real ``heartbeat-monitor serve`` offered more Socket.IO clients than it keeps.
+"""End to end: one real ``heartbeat-monitor serve`` offered more clients than it keeps.
 
 Two processes on loopback: ``serve`` (defaults: shedding past 0.25 s of lag, the
-stretch) and one Node process with that many official socket.io-client
-connections (``tests/js/load.mjs``), opened at 100 a second, each beating once a
-second (``--interval 1 --misses 2``). A few stop beating while the server is
-refusing clients. See ``benchmarks/overload.py`` for the harness and
+stretch) and one Node process holding every client (``tests/js/load.mjs``):
+official socket.io-client connections, or for ``--transport websocket`` / ``tcp``
+clients speaking the JSON wire (hello, then beats). A few stop beating while the
+server is refusing clients. The checks are the same for every transport
+(:func:`check_overload`); see ``benchmarks/overload.py`` for the harness and
 ``docs/overload.md`` for the figures.
 
-How it is sized: one process here kept 1,869 to 3,655 such clients (median
-about 2,500) when offered 4,000, in 20 runs of
-``benchmarks.overload.offer`` (two shared cores, a load average of 2 to 5 from
-other work; see docs/overload.md): that is its capacity here, as shedding finds
-it. Most of its lag under that load is Python's full garbage collections (0.4 to
-1.7 s each) while the heap grows. 3,700 is about 1.5x the median, more than the
-most it ever kept and less than twice the least. A faster (or quieter) machine
-keeps them all: then set ``HEARTBEAT_MONITOR_OVERLOAD_CLIENTS`` to 1.5x what it
-keeps (the test checks that the server did refuse some).
+How each is sized (from the capacity measured here, two shared cores, load
+generator on the same cores; see docs/overload.md):
+
+* Socket.IO, clients beating once a second (``--interval 1 --misses 2``), opened
+  at 100 a second: one process kept 1,869 to 3,655 (median about 2,500) when
+  offered 4,000 in 20 runs. 3,700 is about 1.5x the median, more than the most it
+  ever kept and less than twice the least.
+* websocket and TCP cost the server 37.5 us a beat (``benchmarks.overload.calibrate``,
+  against 92 us for Socket.IO): one process would keep about 26,000 clients beating
+  once a second, more connections than a test should open. So the clients beat ten
+  times a second (``--interval 0.1 --misses 20``: the same 2 s timeout), each the
+  load of ten: one process kept 2,700 to 3,100 of them (27,000 to 31,000 beats a
+  second) when offered 4,000 at 200 a second. 4,500, opened at 250 a second, is
+  about 1.5x that.
+
+A faster (or quieter) machine keeps them all: then set
+``HEARTBEAT_MONITOR_OVERLOAD_CLIENTS`` to 1.5x what it keeps (the test checks that
+the server did refuse some).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pytest
 
@@ -29,38 +40,59 @@ from tests.conftest import require_tool
 
 pytestmark = pytest.mark.slow
 
-RATE = 100.0
-INTERVAL = 1.0
-MISSES = 2.0
 RESOLUTION = 0.01
 SILENT = 3
 
 
-def test_overload_refuses_new_clients_and_drops_no_live_one():
+@dataclass(frozen=True)
+class Load:
+    """How one transport is offered more than one process keeps (see the module docstring)."""
+
+    clients: int
+    interval: float
+    misses: float
+    rate: float
+    #: Seconds after the ramp (the last client offered) until the run ends.
+    settle: float
+
+
+LOADS = {
+    "socketio": Load(clients=3700, interval=1.0, misses=2.0, rate=100.0, settle=15.0),
+    "websocket": Load(clients=4500, interval=0.1, misses=20.0, rate=250.0, settle=12.0),
+    "tcp": Load(clients=4500, interval=0.1, misses=20.0, rate=250.0, settle=12.0),
+}
+
+
+def check_overload(transport: str, load: Load) -> None:
+    """Offer ``load`` to a real ``serve --transport``: nobody live dropped, the rest refused."""
     missing = available()
     require_tool(f"node and tests/js/node_modules ({missing})", missing is None)
-    clients = int(os.environ.get("HEARTBEAT_MONITOR_OVERLOAD_CLIENTS", "3700"))
-    ramp = clients / RATE
+    clients = int(os.environ.get("HEARTBEAT_MONITOR_OVERLOAD_CLIENTS", load.clients))
+    ramp = clients / load.rate
+    socketio = transport == "socketio"
     outcome = offer(
         clients,
-        interval=INTERVAL,
-        misses=MISSES,
-        rate=RATE,
-        duration=ramp + 15,
+        interval=load.interval,
+        misses=load.misses,
+        rate=load.rate,
+        duration=ramp + load.settle,
         silent=SILENT,
         silent_at=ramp * 0.8,  # while clients are still offered, and refused
-        server_options=(f"--resolution={RESOLUTION}", "--room="),
+        server_options=(f"--resolution={RESOLUTION}", *(("--room=",) if socketio else ())),
+        transport=transport,
     )
     row = {**outcome.row(), "false expiries": outcome.expired_live[:5], "sheds": outcome.sheds}
     assert outcome.server_stderr == [], outcome.server_stderr[:20]
     # Zero live clients disconnected by any reason but the end of the run.
     assert outcome.false_departures == {}, row
     assert outcome.false_ends == {}, row
-    # It was overloaded: it refused some, each with the clear reason, and nothing else failed.
+    # It was overloaded: it refused some, each with the clear reason, and nothing else failed:
+    # Socket.IO's connect_error (or far behind, HTTP 503 before engine.io works); websocket's
+    # close 4001 and TCP's closed message, both "refused: overloaded: server overloaded, ...".
     assert outcome.refused > 0, f"not overloaded: raise HEARTBEAT_MONITOR_OVERLOAD_CLIENTS {row}"
-    # The adapter's connect_error, or far behind, HTTP 503 before engine.io works.
-    assert all(m == OVERLOADED or "503" in m for m in outcome.refusals), row
+    assert all(OVERLOADED in m or (socketio and "503" in m) for m in outcome.refusals), row
     assert sum(outcome.refusals.values()) == outcome.refused, row
+    # Every client offered was either served or refused: none left waiting.
     assert outcome.accepted + outcome.refused == outcome.offered == clients, row
     assert outcome.server_refused == outcome.refused, row
     # At least half of the offered clients were kept.
@@ -74,3 +106,12 @@ def test_overload_refuses_new_clients_and_drops_no_live_one():
         # that lag).
         assert stretch <= outcome.max_lag, row
         assert late_by <= RESOLUTION + outcome.max_lag + stretch, (late_by, stretch, row)
+
+
+def test_overload_refuses_new_clients_and_drops_no_live_one():
+    check_overload("socketio", LOADS["socketio"])
+
+
+@pytest.mark.parametrize("transport", ["websocket", "tcp"])
+def test_overload_on_the_stream_transports(transport):
+    check_overload(transport, LOADS[transport])

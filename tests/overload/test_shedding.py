@@ -93,7 +93,7 @@ async def test_the_hub_refuses_new_peers_while_overloaded_and_keeps_the_others(a
         assert hub.refused["overloaded"] == 1
 
 
-async def test_tcp_refuses_at_the_hello_with_the_reason(anyio_backend):
+async def test_tcp_refuses_as_it_accepts_with_the_reason(anyio_backend):
     async with (
         running(TcpTransport()) as (clock, monitor, hub, gone, host, port),
         await anyio.connect_tcp(host, port) as served,
@@ -103,17 +103,28 @@ async def test_tcp_refuses_at_the_hello_with_the_reason(anyio_backend):
         welcome = json.loads(await served_reader.receive_until(b"\n", 1000))
         assert welcome["type"] == "welcome"
         overload(monitor, clock)
-        async with await anyio.connect_tcp(host, port) as late:
-            await late.send(b'{"type":"hello","peer":"late"}\n')
-            reader = BufferedByteReceiveStream(late)
-            with anyio.fail_after(5):
-                closed = json.loads(await reader.receive_until(b"\n", 1000))
-            assert closed["type"] == "closed"
-            assert closed["reason"].startswith(f"refused: overloaded: {OVERLOADED}")
-        assert hub.refused["overloaded"] == 1
+        # Many at once: those waiting in the listen backlog are taken (and refused) together.
+        late = [await anyio.connect_tcp(host, port) for _ in range(30)]
+        for stream in late:
+            async with stream:
+                reader = BufferedByteReceiveStream(stream)
+                with anyio.fail_after(5):  # refused before any hello is read
+                    closed = json.loads(await reader.receive_until(b"\n", 1000))
+                assert closed["type"] == "closed"
+                assert closed["reason"].startswith(f"refused: overloaded: {OVERLOADED}")
+                with pytest.raises(anyio.EndOfStream):
+                    await stream.receive()
+        assert hub.refused["overloaded"] == 30
+        assert monitor.overload.refused == 30
         await served.send(b'{"type":"beat"}\n')
         assert hub.peers() == ["served"]
         assert gone == []
+        recover(monitor, clock)
+        async with await anyio.connect_tcp(host, port) as again:
+            await again.send(b'{"type":"hello","peer":"again"}\n')
+            reader = BufferedByteReceiveStream(again)
+            with anyio.fail_after(5):
+                assert json.loads(await reader.receive_until(b"\n", 1000))["type"] == "welcome"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
