@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -48,8 +47,8 @@ TIMEOUT = INTERVAL * MISSES
 #: How long a mode may take to tell everyone before it is reported as not done.
 CAP = 60.0
 ROOM = "peers"
-#: A leave's key in a presence_diff: "<peer>":{"metas" (peer ids here are sids).
-_LEAVE = re.compile(r'"([^"]+)":\{"metas"')
+#: What follows each peer id among a presence_diff's "leaves" (peer ids here are sids).
+_LEAVE = '":{"metas":'
 #: Clients per client process.
 PER_PROCESS = 250
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +84,14 @@ async def _serve(mode: str) -> None:
     )
     hub = adapter.hub
     flushes: list[float] = []
+    leaves: list[int] = []  # how many leaves each diff to the room carried
     audience = hub.audience
 
     class Counting:  # the adapter's audience, noting when the room is told a diff
         def tell(self, event: str, payload: Any, *, rooms: Any, exclude: Any) -> None:
             if event == "presence_diff" and payload["room"] == ROOM:
                 flushes.append(time.monotonic())
+                leaves.append(len(payload["leaves"]))
             audience.tell(event, payload, rooms=rooms, exclude=exclude)
 
         def send(self, event: str, payload: Any, connections: Any) -> None:
@@ -122,6 +123,8 @@ async def _serve(mode: str) -> None:
                     "gone": dict(hub.gone),
                     "peers": len(hub),
                     "gone_at": gone_at,
+                    "diff_times": flushes,
+                    "diff_leaves": leaves,
                 }
             ),
             flush=True,
@@ -148,6 +151,15 @@ class _Crowd:
         self.gate = asyncio.Semaphore(64)  # handshakes at once
         #: Connections refused (the server shedding load) and tried again.
         self.retries = 0
+        #: The most this process's event loop ran late (a 10 ms probe) since ``lag_reset``.
+        self.max_lag = 0.0
+
+    async def probe(self) -> None:
+        """Measure how late this process's loop runs: are the clients the bottleneck?"""
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.max_lag = max(self.max_lag, time.monotonic() - asked - 0.01)
 
     def opened(self, client: _Client) -> None:
         self.clients.append(client)
@@ -162,6 +174,7 @@ class _Crowd:
             "last": max(done) if done else None,
             "heard_of_others": sum(c.others for c in self.clients),
             "retries": self.retries,
+            "max_lag_s": self.max_lag,
         }
 
     def lateness(self, deadlines: dict[str, float]) -> float | None:
@@ -225,20 +238,13 @@ class _Client:
             beat.cancel()
 
     def _event(self, text: str) -> None:
+        now = time.monotonic()  # when this client read it (before the work below)
         if text.startswith('42["presence_diff"'):
-            # Only the keys of "leaves" matter here. A thousand clients share this process
-            # (and two cores with the server): parsing every diff in full would make the
-            # clients, not the server, the bottleneck. The server writes "leaves" between
-            # "joins" and "updates", and each leave's value starts with {"metas".
-            start = text.find('"leaves":{')
-            if start < 0 or text.startswith('"leaves":{}', start):
-                return
-            gone = _LEAVE.findall(text, start, text.find(',"updates":{', start))
+            gone = _leaves(text)
         elif text.startswith('42["peer_gone"'):
             gone = [json.loads(text[2:])[1]["peer"]]
         else:
             return
-        now = time.monotonic()
         expect = self.crowd.expect
         for peer in gone:
             if peer not in expect:
@@ -257,6 +263,23 @@ class _Client:
             await asyncio.sleep(INTERVAL)
 
 
+def _leaves(text: str) -> list[str]:
+    """The peer ids of a ``presence_diff``'s leaves, without parsing the rest.
+
+    A thousand clients share a process (and two cores with the server): parsing each
+    diff in full, or even a regular expression over it, made the clients, not the
+    server, the bottleneck (their loops ran a second and more late). The server writes
+    "leaves" between "joins" and "updates", each leave as ``"<peer>":{"metas":[...``;
+    a sid has no quote, and the metas' values (sids, reasons) hold no ``_LEAVE``.
+    """
+    start = text.find('"leaves":{')
+    if start < 0 or text.startswith('"leaves":{}', start):
+        return []
+    end = text.find(',"updates":{', start)
+    pieces = text[start + 9 : end].split(_LEAVE)
+    return [piece[piece.rfind('"') + 1 :] for piece in pieces[:-1]]
+
+
 async def _clients(url: str, count: int, rate: float) -> None:
     """Open ``count`` clients (``rate`` per second; 0: as fast as they go), then obey stdin."""
     _quiet()
@@ -267,6 +290,7 @@ async def _clients(url: str, count: int, rate: float) -> None:
         if rate:
             await asyncio.sleep(1 / rate)
     await crowd.ready.wait()
+    tasks.append(asyncio.create_task(crowd.probe()))
     print(json.dumps({"ids": [c.sid for c in crowd.clients]}), flush=True)
     reader = asyncio.StreamReader(limit=1 << 24)  # a command may list every peer
     loop = asyncio.get_running_loop()
@@ -282,6 +306,8 @@ async def _clients(url: str, count: int, rate: float) -> None:
                 client.beating = False
             await asyncio.sleep(INTERVAL)  # a beat being sent now is the last
             answer = {c.sid: c.last_beat for c in crowd.clients}
+        elif command["cmd"] == "lag_reset":
+            crowd.max_lag = 0.0
         elif command["cmd"] == "status":
             answer = crowd.status()
         elif command["cmd"] == "late":
@@ -380,7 +406,17 @@ class _Group:
             "last": max(lasts) if lasts else None,
             "heard_of_others": sum(part["heard_of_others"] for part in parts),
             "retries": sum(part["retries"] for part in parts),
+            "client_max_lag_s": round(max(part["max_lag_s"] for part in parts), 3),
         }
+
+    def cpu(self) -> float:
+        """CPU-seconds these client processes used so far."""
+        psutil = importlib.import_module("psutil")
+        total = 0.0
+        for process in self.processes:
+            times = psutil.Process(process.popen.pid).cpu_times()
+            total += times.user + times.system
+        return total
 
     def kill(self) -> None:
         for process in self.processes:
@@ -389,6 +425,33 @@ class _Group:
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
+
+
+#: ``--profile DIR``: py-spy samples the server through each scenario's telling.
+PROFILE: dict[str, str] = {}
+
+
+def _profile(server: _Server, clients: _Group, name: str) -> list[subprocess.Popen[bytes]]:
+    """Sample the server and one client process with py-spy (if ``--profile``)."""
+    folder = PROFILE.get("dir")
+    if not folder:
+        return []
+    spy = Path(sys.executable).with_name("py-spy")
+    spies = []
+    for who, process in (("server", server), ("client", clients.processes[0])):
+        out = Path(folder) / f"{name}-{who}.txt"
+        command = [str(spy), "record", "--pid", str(process.popen.pid), "--rate", "250"]
+        command += ["--format", "raw", "--output", str(out), "--nonblocking"]
+        spies.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return spies
+
+
+def _unprofile(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
 
 
 def _late(group: _Group, since: dict[str, float]) -> float | None:
@@ -423,14 +486,25 @@ def _kill(mode: str, clients: int) -> dict[str, Any]:
         setup_cpu = server.cpu()
         settled_in = server.settle()  # the joins told, everyone beating
         before = server.report()
-        cpu, killed_at = server.cpu(), time.monotonic()
+        stayers.ask(cmd="lag_reset")
+        spy = _profile(server, stayers, f"kill-{mode}")
+        cpu, clients_cpu, killed_at = server.cpu(), stayers.cpu(), time.monotonic()
         doomed.kill()
         status = _wait(stayers)
         cpu = server.cpu() - cpu
+        clients_cpu = stayers.cpu() - clients_cpu
+        _unprofile(spy)
         told = status["done"] == status["of"]
         after = server.report()
         gone_at = after.pop("gone_at")
         before.pop("gone_at")
+        times, leaves = after.pop("diff_times"), after.pop("diff_leaves")
+        for key in ("diff_times", "diff_leaves"):
+            before.pop(key)
+        # the diffs that told the departures: when (s after the kill) and how many leaves each
+        leave_diffs = [
+            [round(t - killed_at, 3), n] for t, n in zip(times, leaves, strict=True) if n
+        ]
         expired = after["gone"].get("heartbeat timeout", 0) - before["gone"].get(
             "heartbeat timeout", 0
         )
@@ -439,8 +513,14 @@ def _kill(mode: str, clients: int) -> dict[str, Any]:
             "departures": len(doomed.ids),
             "stayers_told_all": status["done"],
             "all_told_within_s": round(status["last"] - killed_at, 3) if told else None,
+            "server_ended_all_within_s": _rounded(
+                max((gone_at[p] for p in doomed.ids if p in gone_at), default=killed_at) - killed_at
+            ),
             "max_told_after_the_server_ended_it_s": _rounded(_late(stayers, gone_at)),
+            "client_max_lag_s": status["client_max_lag_s"],
             "server_cpu_s": round(cpu, 3),
+            "stayers_cpu_s": round(clients_cpu, 3),
+            "leave_diffs": leave_diffs,
             "stayers_expired_meanwhile": expired,
             "setup": {"server_cpu_s": round(setup_cpu, 1), "settled_in_s": settled_in},
             "gone_before_the_kill": before["gone"],
@@ -463,17 +543,27 @@ def _silent(mode: str, clients: int) -> dict[str, Any]:
         healthy.ask(cmd="expect", peers=silent.ids)
         setup_cpu = server.cpu()
         settled_in = server.settle()  # the joins told, everyone beating
-        cpu = server.cpu()
+        healthy.ask(cmd="lag_reset")
+        spy = _profile(server, healthy, f"silent-{mode}")
+        cpu, clients_cpu = server.cpu(), healthy.cpu()
         last_beats: dict[str, float] = {}
         for part in silent.ask(cmd="silence"):
             last_beats.update(part)
         deadlines = {peer: beat + TIMEOUT for peer, beat in last_beats.items()}
         status = _wait(healthy)
         cpu = server.cpu() - cpu
+        clients_cpu = healthy.cpu() - clients_cpu
+        _unprofile(spy)
         late = _late(healthy, deadlines)
         time.sleep(TIMEOUT)  # long enough for a wrongly expired healthy peer to show
         report = server.report()
         gone_at = report.pop("gone_at")
+        first_deadline = min(deadlines.values())
+        leave_diffs = [
+            [round(t - first_deadline, 3), n]
+            for t, n in zip(report.pop("diff_times"), report.pop("diff_leaves"), strict=True)
+            if n
+        ]
         after = healthy.status()
         expired_late = [gone_at[p] - deadlines[p] for p in deadlines if p in gone_at]
         return {
@@ -487,8 +577,11 @@ def _silent(mode: str, clients: int) -> dict[str, Any]:
             "max_told_after_expiry_s": _rounded(_late(healthy, gone_at)),
             "healthy_expired": report["gone"].get("heartbeat timeout", 0) - len(silent.ids),
             "healthy_told_as_gone": after["heard_of_others"],
+            "client_max_lag_s": status["client_max_lag_s"],
             "setup": {"server_cpu_s": round(setup_cpu, 1), "settled_in_s": settled_in},
             "server_cpu_s": round(cpu, 3),
+            "stayers_cpu_s": round(clients_cpu, 3),
+            "leave_diffs": leave_diffs,
             "server": report,
         }
     finally:
@@ -526,20 +619,28 @@ def _joins(mode: str, clients: int) -> dict[str, Any]:
         server.stop()
 
 
-def measure(*, quick: bool = False, modes: Sequence[str] = ("presence", "peer_gone")) -> Any:
+def measure(
+    *,
+    quick: bool = False,
+    modes: Sequence[str] = ("presence", "peer_gone"),
+    only: Sequence[str] = ("kill", "silent", "joins"),
+) -> Any:
     """Every scenario, each mode in turn; the figures, with the targets met or not."""
     size = {"kill": 200 if quick else 2000, "silent": 100 if quick else 1000}
     joins = 200 if quick else 1000
     results: dict[str, Any] = {"interval_s": INTERVAL, "misses": MISSES, "cap_s": CAP}
     for name, run, count in (("kill", _kill, size["kill"]), ("silent", _silent, size["silent"])):
+        if name not in only:
+            continue
         results[name] = {}
         for mode in modes:
             print(f"presence benchmark: {name}, {count} clients, {mode}...", file=sys.stderr)
             results[name][mode] = run(mode, count)
-    print(f"presence benchmark: joins, {joins} clients, presence...", file=sys.stderr)
-    results["joins"] = _joins("presence", joins)
-    kill = results["kill"].get("presence", {})
-    silent = results["silent"].get("presence", {})
+    if "joins" in only:
+        print(f"presence benchmark: joins, {joins} clients, presence...", file=sys.stderr)
+        results["joins"] = _joins("presence", joins)
+    kill = results.get("kill", {}).get("presence", {})
+    silent = results.get("silent", {}).get("presence", {})
     within = kill.get("all_told_within_s")
     late = silent.get("max_after_deadline_s")
     results["targets"] = {
@@ -547,7 +648,9 @@ def measure(*, quick: bool = False, modes: Sequence[str] = ("presence", "peer_go
         "kill: <= 2 server CPU-s": kill.get("server_cpu_s", math.inf) <= 2.0,
         "silent: within 1 s of the deadlines": late is not None and late <= 1.0,
         "silent: no healthy peer expired": silent.get("healthy_expired") == 0,
-        "joins: at most one diff per window": (results["joins"]["min_gap_s"] or 1) >= 0.05,
+        "joins: at most one diff per window": (
+            (results.get("joins", {}).get("min_gap_s") or 1) >= 0.05
+        ),
     }
     if hasattr(os, "getloadavg"):
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -565,8 +668,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.presence", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="200 / 100 / 200 clients")
     parser.add_argument("--output", help="write the figures to this JSON file too")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the server into DIR (raw)")
+    parser.add_argument("--only", choices=("kill", "silent", "joins"), action="append")
+    parser.add_argument("--mode", choices=("presence", "peer_gone"), action="append")
     args = parser.parse_args(argv)
-    results = measure(quick=args.quick)
+    if args.profile:
+        PROFILE["dir"] = args.profile
+    results = measure(
+        quick=args.quick,
+        modes=args.mode or ("presence", "peer_gone"),
+        only=args.only or ("kill", "silent", "joins"),
+    )
     text = json.dumps(results, indent=2)
     print(text)
     if args.output:
