@@ -95,6 +95,7 @@ class SocketIOAdapter:
         "_outbox",
         "_owns_hub",
         "_owns_monitor",
+        "_rooms_of",
         "_sio",
         "_stack",
         "hub",
@@ -164,7 +165,8 @@ class SocketIOAdapter:
             fast_packets=heartbeat_packets(opts.event, opts.namespace),
             fast_beat=self._fast_beat,
         )
-        _internals.wrap_rooms(sio, opts.namespace, entered=self._entered, left=self._left)
+        #: sid -> the rooms it is in (kept by the room hooks; a disconnect leaves only those).
+        self._rooms_of = _internals.wrap_rooms(sio, opts.namespace, self._entered, self._left)
         #: Page visibility reports (``visibility`` events) and the hidden timeout they earn.
         self.visibility = Visibility.attach(self)
 
@@ -401,7 +403,8 @@ class SocketIOAdapter:
             connections=len(link.episode.links),
         )
         opts = self.options
-        await _presence.enter_rooms(self._sio, sid, opts.namespace, link, opts.room, self._entered)
+        rooms = tuple(self._rooms_of.get(sid, ()))  # those the connect handler entered
+        await _presence.enter_rooms(self._sio, self.hub, link, sid, opts, rooms)
         if not _internals.transport_open(self._sio, sid=sid, namespace=self.options.namespace):
             # The client vanished while the connect handler ran: python-socketio skips the
             # disconnect event for a connection still pending, so end it here.

@@ -16,6 +16,7 @@ internal                                   why
 ``sio.eio.handle_request``                 frames engine.io itself cannot decode
 ``sio.eio.sockets`` / ``Socket.close``     is a connection still open; close one at once
 ``manager.basic_enter_room`` / ``_leave``  room changes (the hub keeps rooms for notices)
+``manager.basic_disconnect``               leave a sid's own rooms, not scan every room
 ``AsyncServer._binary_packet``             a frame that is a pending packet's attachment
 =========================================  ==========================================
 """
@@ -80,37 +81,71 @@ def wrap_eio(
 def wrap_rooms(
     sio: socketio.AsyncServer,
     namespace: str,
-    *,
     entered: Callable[[str, Hashable], None],
     left: Callable[[str, Hashable], None],
-) -> None:
+) -> dict[str, set[Hashable]]:
     """Call ``entered(sid, room)`` / ``left(sid, room)`` on every room change in ``namespace``.
 
     Every way into or out of a room (``sio.enter_room``, ``leave_room``,
     ``close_room``, a disconnect, the Redis manager) goes through the manager's
     ``basic_enter_room`` / ``basic_leave_room``. A connection's own room (its
     sid) and the namespace-wide room (``None``) are not reported.
+
+    Returns the index this keeps, sid -> every room of ``namespace`` it is in (its own
+    and ``None`` included), with which ``basic_disconnect`` leaves a sid's rooms only:
+    python-socketio's copies and scans every room of the namespace (one per sid), so a
+    thousand disconnects among two thousand connections cost two million lookups.
     """
     manager = sio.manager
     enter = manager.basic_enter_room
     leave = manager.basic_leave_room
+    disconnect = manager.basic_disconnect
+    index: dict[str, set[Hashable]] = {}
 
     def basic_enter_room(
         sid: str, namespace_: str, room: Hashable, eio_sid: str | None = None
     ) -> Any:
         result = enter(sid, namespace_, room, eio_sid=eio_sid)
-        if namespace_ == namespace and room is not None and room != sid:
-            entered(sid, room)
+        if namespace_ == namespace:
+            index.setdefault(sid, set()).add(room)
+            if room is not None and room != sid:
+                entered(sid, room)
         return result
 
     def basic_leave_room(sid: str, namespace_: str, room: Hashable) -> Any:
         result = leave(sid, namespace_, room)
-        if namespace_ == namespace and room is not None and room != sid:
-            left(sid, room)
+        if namespace_ == namespace:
+            rooms = index.get(sid)
+            if rooms is not None:
+                rooms.discard(room)
+                if not rooms:
+                    del index[sid]
+            if room is not None and room != sid:
+                left(sid, room)
         return result
+
+    def basic_disconnect(sid: str, namespace_: str, **kwargs: Any) -> Any:
+        rooms = index.get(sid) if namespace_ == namespace else None
+        if rooms is None or namespace_ not in manager.rooms:
+            return disconnect(sid, namespace_, **kwargs)
+        # python-socketio's basic_disconnect, the room scan replaced by the index (pinned,
+        # line for line, by tests/socketio/test_internals.py)
+        for room in tuple(rooms):
+            manager.basic_leave_room(sid, namespace_, room)
+        index.pop(sid, None)
+        manager.callbacks.pop(sid, None)
+        for pending in (manager.pending_connect, manager.pending_disconnect):
+            sids = pending.get(namespace_)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace_]
+        return None
 
     manager.basic_enter_room = basic_enter_room
     manager.basic_leave_room = basic_leave_room
+    manager.basic_disconnect = basic_disconnect
+    return index
 
 
 def awaiting_attachment(sio: socketio.AsyncServer, eio_sid: str) -> bool:

@@ -7,13 +7,15 @@ adapter's audience emits its ``presence_diff`` to a room and its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Any
 
 import socketio
 import structlog
 
 from heartbeat_monitor import Link, PeerHub
+
+from ._options import AdapterOptions
 
 __all__ = ("MetaHook", "enter_rooms", "meta_of", "sync")
 
@@ -46,17 +48,19 @@ def sync(hub: PeerHub, link: Link | None, args: tuple[Any, ...]) -> None:
 
 async def enter_rooms(
     sio: socketio.AsyncServer,
-    sid: str,
-    namespace: str,
+    hub: PeerHub,
     link: Link,
-    room: str | None,
-    entered: Callable[[str, Hashable], None],
+    sid: str,
+    options: AdapterOptions,
+    rooms: Collection[Hashable],
 ) -> None:
-    """A new connection's rooms: those the application's connect handler entered (the hub
-    learns them; not the sid's own room), then the hub's ``room`` and the adapter's
-    ``room`` (python-socketio learns them, and tells the hub through its room hooks)."""
-    for name in sio.rooms(sid, namespace=namespace):
-        if name != sid:
-            entered(sid, name)
+    """A new connection's rooms: the ``rooms`` the application's connect handler entered
+    (the hub learns them; not the sid's own room nor ``None``), then the hub's ``room`` and
+    the adapter's ``room`` (python-socketio learns them, and tells the hub through its room
+    hooks)."""
+    for name in rooms:
+        if name is not None and name != sid:
+            hub.join(link, name)
+    room = options.room
     for name in {*(link.rooms or ()), *((room,) if room else ())}:
-        await sio.enter_room(sid, name, namespace=namespace)
+        await sio.enter_room(sid, name, namespace=options.namespace)

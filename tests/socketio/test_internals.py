@@ -8,12 +8,13 @@ installed versions, so an upgrade that moves one fails here, by name.
 from __future__ import annotations
 
 import inspect
+import re
 
 import engineio
 import socketio
 from socketio import async_manager, base_manager
 
-from heartbeat_monitor_socketio import SocketIOAdapter
+from heartbeat_monitor_socketio import SocketIOAdapter, _internals
 
 
 def test_versions_in_use() -> None:
@@ -77,3 +78,63 @@ def test_the_adapter_wraps_instances_never_classes() -> None:
     assert before == after
     assert "_trigger_event" in vars(sio)
     assert "basic_enter_room" in vars(sio.manager)
+
+
+def _state(manager: base_manager.BaseManager) -> dict[str, object]:
+    """Every data attribute of a manager, rooms as plain dicts (in order)."""
+    state: dict[str, object] = {}
+    for name, value in vars(manager).items():
+        if callable(value) or name in {"server", "logger", "json"}:
+            continue
+        if name == "rooms":
+            value = {ns: [(r, list(m.items())) for r, m in rs.items()] for ns, rs in value.items()}
+        state[name] = repr(value)
+    return state
+
+
+def _populated(wrapped: bool) -> tuple[socketio.AsyncServer, list[tuple[str, str]]]:
+    """A manager with sids in rooms of two namespaces, pending and with callbacks."""
+    sio = socketio.AsyncServer(async_mode="asgi")
+    if wrapped:
+        _internals.wrap_rooms(sio, "/", lambda sid, room: None, lambda sid, room: None)
+    manager = sio.manager
+    for number, namespace in enumerate(("/", "/", "/", "/", "/other")):
+        sid, eio_sid = f"s{number}", f"e{number}"
+        manager.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+        manager.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+        for room in ("peers", ("a", number % 2), "lobby")[: number + 1]:
+            manager.basic_enter_room(sid, namespace, room)
+    manager.pending_connect["/"] = ["s1", "s3"]
+    manager.pending_disconnect["/"] = ["s2"]
+    manager.callbacks["s0"] = {1: print}
+    manager.callbacks["s4"] = {2: print}
+    return sio, [("s0", "/"), ("s2", "/"), ("s4", "/other"), ("s1", "/"), ("nobody", "/"),
+                 ("s3", "/"), ("s3", "/")]  # fmt: skip
+
+
+def test_the_indexed_disconnect_leaves_the_state_python_socketio_does() -> None:
+    """``wrap_rooms``'s ``basic_disconnect`` leaves only the sid's rooms (no scan of every
+    room), and leaves the manager exactly as python-socketio's does, step by step: the
+    last sid of a namespace, pending connects and disconnects, callbacks, another
+    namespace, an unknown sid, twice."""
+    plain, steps = _populated(wrapped=False)
+    wrapped, _ = _populated(wrapped=True)
+    assert "basic_disconnect" in vars(wrapped.manager)
+    assert _state(plain.manager) == _state(wrapped.manager)
+    for sid, namespace in steps:
+        plain.manager.basic_disconnect(sid, namespace)
+        wrapped.manager.basic_disconnect(sid, namespace)
+        assert _state(plain.manager) == _state(wrapped.manager), (sid, namespace)
+    assert "/" not in wrapped.manager.rooms
+
+
+def test_the_indexed_disconnect_copies_python_socketios() -> None:
+    """What the indexed ``basic_disconnect`` replicates: python-socketio's touches the
+    rooms, the callbacks and the two pending lists, and leaves rooms through
+    ``basic_leave_room``; a version that touches more fails here."""
+    source = inspect.getsource(base_manager.BaseManager.basic_disconnect)
+    touched = set(re.findall(r"self\.(\w+)", source))
+    assert touched == {"rooms", "basic_leave_room", "callbacks", "pending_connect",
+                       "pending_disconnect"}  # fmt: skip
+    assert "async def disconnect" in inspect.getsource(async_manager.AsyncManager)
+    assert "self.basic_disconnect(" in inspect.getsource(async_manager.AsyncManager.disconnect)
