@@ -24,10 +24,10 @@ recipient one message per window, not N (``peer_gone``'s N x M).
   resumes the held slot (same ``"conn"``): with the same meta, the others see
   nothing at all. Deadlines are checked at the flushes: no timer per peer.
 * **Adaptive window**: a flush that told T connections (a diff to a big
-  room, states to newcomers) makes the next window at least T / 5,000 s, up
-  to 1 s (:attr:`Roster.window`): a storm in a room of M costs about 5,000
-  messages a second (python-socketio spends several tasks on each), not 20 x M;
-  rooms of up to 250 keep the 50 ms window.
+  room, states to newcomers) puts the next flush at least T / 5,000 s after
+  it, up to 1 s (:attr:`Roster.window`): a storm in a room of M costs about
+  5,000 messages a second, not 20 x M; rooms of up to 250 keep the 50 ms
+  window. A change after a quiet spell is told ``diff_interval`` after it.
 * One flush job at a time runs in the monitor's callback runner, sleeping
   until the next window or grace deadline; on a virtual clock (tests) the
   clock's moves drive the flushes instead. ``on_join`` / ``on_leave`` run at
@@ -349,7 +349,7 @@ class Roster:
 
     def next_flush(self) -> float | None:
         """When the next flush is due (clock time), or ``None`` if nothing is pending."""
-        return self._book.next_flush(self.window)
+        return self._book.next_flush(self.diff_interval, self.window)
 
     def flush(self, *, force: bool = False) -> int:
         """Tell what is due now (everything pending with ``force``); the number of diffs."""

@@ -290,12 +290,13 @@ class Book:
 
     # -- flushing --------------------------------------------------------------------------
 
-    def next_flush(self, window: float) -> float | None:
-        """When the next flush is due, or ``None``: a window after the first pending change,
-        or a held slot's deadline; never sooner than a window after the last flush."""
+    def next_flush(self, interval: float, window: float) -> float | None:
+        """When the next flush is due, or ``None``: ``interval`` after the first pending
+        change, or a held slot's deadline; never sooner than ``window`` (``interval`` or
+        stretched) after the last flush: a rate, not a delay after a quiet spell."""
         due = math.inf
         if self.dirty_since is not None:
-            due = self.dirty_since + window
+            due = self.dirty_since + interval
         heap = self.heap
         while heap and self.held.get(heap[0][1]) is None:
             heapq.heappop(heap)  # resumed or released since

@@ -389,3 +389,21 @@ async def test_a_flush_that_told_many_stretches_the_next_window():
         await s.advance(WINDOW)
         assert len(diffs(crowd[1])) == 2
         assert s.hub.roster.window == pytest.approx(374 / 5000)
+
+
+async def test_a_stretched_window_is_a_rate_not_a_delay_after_a_quiet_spell():
+    """The stretch spaces flushes (at most 5,000 told a second); a change long after the
+    last flush is told one ``diff_interval`` after it, not a stretched window after it."""
+    async with running(timeout=60) as s:
+        crowd = [s.connect(f"p{i}") for i in range(375)]
+        await s.advance()
+        assert s.hub.roster.window == pytest.approx(3 * WINDOW)  # 750 told
+        await s.advance(4 * WINDOW)  # quiet: longer than the stretched window
+        crowd[0].disconnect()
+        await s.advance(WINDOW)
+        assert [list(d["leaves"]) for d in diffs(crowd[1])[1:]] == [["p0"]]
+        crowd[1].disconnect()  # right after that flush: the stretch spaces the next one
+        await s.advance(WINDOW)
+        assert len(diffs(crowd[2])) == 2
+        await s.advance(WINDOW)
+        assert len(diffs(crowd[2])) == 3
