@@ -246,13 +246,14 @@ class _Client:
         else:
             return
         expect = self.crowd.expect
-        for peer in gone:
-            if peer not in expect:
-                self.others += 1
-            elif peer not in self.heard:
-                self.heard[peer] = now
-                if len(self.heard) == len(expect):
-                    self.done_at = now
+        told = set(gone)  # set operations: a thousand leaves in C, not a Python loop
+        self.others += len(told - expect)
+        heard = self.heard
+        fresh = (told & expect).difference(heard)
+        for peer in fresh:
+            heard[peer] = now
+        if fresh and len(heard) == len(expect):
+            self.done_at = now
 
     async def _beat(self) -> None:
         await asyncio.sleep(INTERVAL * (id(self) % 997) / 997)  # spread the beats
