@@ -28,9 +28,10 @@ these checks run first) and refuses, before python-socketio sees the frame:
   packet is dropped from ``_binary_packet`` first, so its memory is freed at
   once, whatever the refusal does next.
 
-A websocket text frame whose engine.io packet type is not 0-6 (python-engineio
-would log a traceback for each and keep the connection) is refused as
-``malformed`` (:func:`limit_packet_types`, on the ASGI ``receive``).
+A websocket text frame whose engine.io packet type is not 0-6, or a long-polling
+POST carrying such a packet, an empty one or bad base64 (python-engineio would log
+a traceback for each and keep the connection) is refused as ``malformed``
+(:func:`limit_packet_types`, on the ASGI ``receive``).
 
 Frames that arrive on a connection already refused or closing are dropped
 unread (python-socketio would fail on them: the connection is gone from its
@@ -58,6 +59,7 @@ timeout ends one that goes quiet.)
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -73,10 +75,15 @@ __all__ = (
     "install_limits",
     "limit_attachments",
     "limit_packet_types",
+    "polling_fault",
 )
 
 #: engine.io packet types a client may send in a text frame (open .. noop).
 _EIO_TYPES: Final = frozenset("0123456")
+#: What a client posts over long-polling: close, pong, message (and "b": a binary message).
+#: python-engineio answers any other type by closing the session and waiting, in that
+#: request, for a poll that takes the close packet: the POST hangs until the ping timeout.
+_POLLING_TYPES: Final = frozenset("134")
 #: Most binary attachments one packet may announce (socket.io-parser's default).
 MAX_ATTACHMENTS: Final = 10
 _BINARY_TYPES: Final = ("5", "6")  # BINARY_EVENT, BINARY_ACK
@@ -108,35 +115,85 @@ def install_limits(
 def limit_packet_types(
     sio: socketio.AsyncServer, refuse: Refuse, request_sid: Callable[[tuple[Any, ...]], str | None]
 ) -> None:
-    """Refuse a websocket text frame whose engine.io packet type is not 0-6.
+    """Refuse a client's engine.io packet python-engineio would choke on.
 
     python-engineio decodes ``"7..."`` .. ``"9..."`` as packet types 7-9, then fails
-    formatting its own log line for them: a traceback per frame, connection kept.
-    Checked on the ASGI ``receive`` of each websocket request (``handle_request``
-    is wrapped): the sender is refused (``malformed``) and engine.io is told the
-    websocket ended.
+    formatting its own log line for them; over long-polling an empty packet, a
+    type that is not a digit or bad base64 fail too: a traceback per request,
+    connection kept. A posted packet of a type a client never posts (open, ping,
+    upgrade, noop) makes python-engineio close the session and hold that POST
+    until the ping timeout. Checked on the ASGI ``receive`` of each websocket request and
+    of each long-polling POST (``handle_request`` is wrapped): the sender is
+    refused (``malformed``) and engine.io is told the websocket ended, or the POST
+    is answered 400 with the reason.
     """
     eio = sio.eio
     original: Callable[..., Awaitable[Any]] = eio.handle_request
 
     async def handle_request(*args: Any, **kwargs: Any) -> Any:
         scope = args[0] if args else None
-        if len(args) < 2 or not isinstance(scope, dict) or scope.get("type") != "websocket":
+        if len(args) < 2 or not isinstance(scope, dict):
             return await original(*args, **kwargs)
         receive: Callable[[], Awaitable[dict[str, Any]]] = args[1]
+        if scope.get("type") == "websocket":
 
-        async def checked() -> dict[str, Any]:
+            async def checked() -> dict[str, Any]:
+                event = await receive()
+                text = event.get("text") if event.get("type") == "websocket.receive" else None
+                if text and text[0] not in _EIO_TYPES:
+                    reason = f"malformed: not an engine.io packet (type {text[0]!r})"
+                    await refuse(reason, eio_sid=request_sid(args))
+                    return {"type": "websocket.disconnect", "code": 1002}
+                return event
+
+        elif scope.get("type") == "http" and scope.get("method") == "POST" and len(args) > 2:
             event = await receive()
-            text = event.get("text") if event.get("type") == "websocket.receive" else None
-            if text and text[0] not in _EIO_TYPES:
-                reason = f"malformed: not an engine.io packet (type {text[0]!r})"
-                await refuse(reason, eio_sid=request_sid(args))
-                return {"type": "websocket.disconnect", "code": 1002}
-            return event
+            body = event.get("body") or b""
+            limit = int(eio.max_http_buffer_size)
+            while event.get("more_body") and len(body) <= limit:
+                event = await receive()  # engine.io reads the whole body too
+                body += event.get("body") or b""
+            eio_sid = request_sid(args)
+            fault = polling_fault(body) if len(body) <= limit else None
+            if fault is not None and eio_sid in eio.sockets:
+                await refuse(f"malformed: {fault}", eio_sid=eio_sid)
+                send: Callable[[dict[str, Any]], Awaitable[None]] = args[2]
+                headers = [(b"content-type", b"text/plain")]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": fault.encode()})
+                return None
+            replay = [{**event, "body": body, "more_body": False}]
 
+            async def checked() -> dict[str, Any]:
+                return replay.pop() if replay else await receive()
+
+        else:
+            return await original(*args, **kwargs)
         return await original(scope, checked, *args[2:], **kwargs)
 
     eio.handle_request = handle_request
+
+
+def polling_fault(body: bytes) -> str | None:
+    """What python-engineio would choke on in a long-polling POST body (``None``: nothing)."""
+    try:
+        packets = body.decode("utf-8").split("\x1e")
+    except UnicodeDecodeError:
+        return None  # engine.io refuses it itself (400), without a traceback
+    for packet in packets:
+        kind = packet[:1]
+        if kind == "b":
+            try:
+                base64.b64decode(packet[1:], validate=True)
+            except ValueError:
+                return "not an engine.io packet (bad base64)"
+        elif not kind:
+            return "an empty engine.io packet"
+        elif kind not in _EIO_TYPES:
+            return f"not an engine.io packet (type {kind!r})"
+        elif kind not in _POLLING_TYPES:
+            return f"an engine.io packet a client does not post (type {kind!r})"
+    return None
 
 
 def _joined(sio: socketio.AsyncServer, eio_sid: str, header: str) -> bool:

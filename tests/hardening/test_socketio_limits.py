@@ -24,7 +24,7 @@ from heartbeat_monitor_socketio._limits import (
     IdleClosingHTTP,
     announced_attachments,
 )
-from tests.socketio.conftest import RawClient, start_server
+from tests.socketio.conftest import RawClient, polling_session, start_server
 from tests.transports._util import until
 
 __all__ = ("start_server",)  # the fixture, used by name
@@ -199,3 +199,52 @@ async def test_frames_python_socketio_or_engineio_would_choke_on_are_refused(
     assert [record.getMessage() for record in caplog.records] == []
     assert eio_sid not in live.sio._binary_packet
     await raw.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("7", "not an engine.io packet (type '7')"),
+        ('42["heartbeat"]\x1e9', "not an engine.io packet (type '9')"),
+        ("", "an empty engine.io packet"),
+        ("zzz", "not an engine.io packet (type 'z')"),
+        ("b!!not base64", "not an engine.io packet (bad base64)"),
+        ('6\x1e42["heartbeat"]', "an engine.io packet a client does not post (type '6')"),
+        ("2", "an engine.io packet a client does not post (type '2')"),
+    ],
+)
+async def test_long_polling_posts_python_engineio_would_choke_on_are_refused(
+    anyio_backend, start_server, caplog, body, reason
+):
+    """Each made python-engineio log "post request handler error" with a traceback, answer
+    200 and keep the session, or (types 2 and 6) hold the POST until engine.io's ping
+    timeout; now the sender is refused and told 400 at once, nobody else notices."""
+    import aiohttp
+
+    live = await start_server(interval=0.5, misses=4)
+    await live.client()  # a bystander
+    async with aiohttp.ClientSession() as http:
+        polling, eio_sid, sid = await polling_session(http, live.url)
+        with capture_logs() as logs, caplog.at_level(logging.ERROR):
+            async with http.post(polling, data=body.encode()) as response:
+                assert response.status == 400
+            assert await _refusal(live, sid, logs) == f"malformed: {reason}"
+    assert [record.getMessage() for record in caplog.records] == []
+    assert eio_sid not in live.sio.eio.sockets
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_polling_post_with_good_packets_is_left_to_engine_io(anyio_backend, start_server):
+    """The check does not get in the way: a batch of good packets is handled as usual."""
+    import aiohttp
+
+    live = await start_server(interval=0.5, misses=4)
+    async with aiohttp.ClientSession() as http:
+        polling, _, sid = await polling_session(http, live.url)
+        beats = live.adapter.hub.beats
+        async with http.post(polling, data='42["heartbeat"]') as response:
+            assert response.status == 200
+        await until(lambda: live.adapter.hub.beats == beats + 1)  # handled: the beat counted
+    assert live.adapter.hub.refused == {}
+    assert live.adapter.peer_of(sid) is not None

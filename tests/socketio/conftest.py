@@ -21,6 +21,7 @@ end of the test, server shutdown included.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
@@ -226,3 +227,17 @@ class RawClient:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close()
+
+
+async def polling_session(http: Any, url: str) -> tuple[str, str, str]:
+    """Open a long-polling session at ``url`` with aiohttp ``http`` and connect Socket.IO:
+    ``(polling url, engine.io sid, Socket.IO sid)``."""
+    base = url + "/socket.io/?EIO=4&transport=polling"
+    async with http.get(base) as response:
+        eio_sid = json.loads((await response.text())[1:])["sid"]
+    polling = f"{base}&sid={eio_sid}"
+    async with http.post(polling, data="40") as response:
+        assert response.status == 200
+    async with http.get(polling) as response:  # the connect ack: 40{"sid": ...}
+        sid = json.loads((await response.text())[2:])["sid"]
+    return polling, eio_sid, sid

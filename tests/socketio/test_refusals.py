@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from heartbeat_monitor import ConfigurationError
 from heartbeat_monitor_socketio import SocketIOAdapter
 
-from .conftest import Live, RawClient, StartServer
+from .conftest import Live, RawClient, StartServer, polling_session
 
 pytestmark = pytest.mark.anyio
 
@@ -253,15 +253,8 @@ async def test_polling_client_sending_garbage_is_refused(start_server: StartServ
     import aiohttp
 
     live: Live = await start_server(interval=INTERVAL, misses=MISSES)
-    base = live.url + "/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
-        async with http.get(base) as response:
-            eio_sid = json.loads((await response.text())[1:])["sid"]
-        url = f"{base}&sid={eio_sid}"
-        async with http.post(url, data="40") as response:
-            assert response.status == 200
-        async with http.get(url) as response:
-            sid = json.loads((await response.text())[2:])["sid"]
+        url, eio_sid, sid = await polling_session(http, live.url)
         with capture_logs() as logs:
             async with http.post(url, data="4zzz") as response:
                 await response.read()
