@@ -55,15 +55,26 @@ long as the attacker likes. :class:`IdleClosingHTTP` (uvicorn's own protocol,
 first byte within ``timeout_keep_alive`` and uvicorn closes it, as it closes an
 idle keep-alive connection. (Once a websocket is open, engine.io's ping
 timeout ends one that goes quiet.)
+
+The first byte cancels that timer, and uvicorn has no deadline for the rest of
+a request's head: a client sending its headers a byte every few seconds
+(slowloris) holds the descriptor as long. ``IdleClosingHTTP`` also gives each
+request head ``head_timeout`` seconds (10) from the connection, or from the
+end of the previous response: a request line and headers still incomplete then
+and the connection is closed (``heartbeat_monitor.socketio.slow_request_closed``,
+logged on the first and every 1000th). A request being handled (a long poll),
+or a connection upgraded to a websocket, is not concerned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import socketio
+import structlog
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ._internals import transport_open
@@ -89,6 +100,7 @@ MAX_ATTACHMENTS: Final = 10
 _BINARY_TYPES: Final = ("5", "6")  # BINARY_EVENT, BINARY_ACK
 
 Refuse = Callable[..., Awaitable[Any]]
+_logger = structlog.get_logger("heartbeat_monitor")
 
 
 def announced_attachments(frame: str) -> int | None:
@@ -245,10 +257,52 @@ def limit_attachments(
 
 
 class IdleClosingHTTP(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's HTTP protocol whose idle timer also runs before the first request."""
+    """uvicorn's HTTP protocol whose idle timer also runs before the first request, and
+    which closes a connection whose request head is not complete within ``head_timeout``."""
+
+    #: Seconds a request's line and headers may take, from the connection or from the
+    #: end of the previous response (a subclass may change it).
+    head_timeout: float = 10.0
+    #: Connections closed for a slow request head, in this process.
+    closed_slow: ClassVar[int] = 0
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
+        self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_due, self.cycle)
+
+    def _head_due(self, cycle: object) -> None:
+        """No new request began since the timer was armed: close, unless upgraded or idle-closed."""
+        transport = self.transport
+        if (
+            self.cycle is not cycle
+            or transport.is_closing()
+            or transport.get_protocol() is not self
+        ):
+            return
+        IdleClosingHTTP.closed_slow += 1
+        if IdleClosingHTTP.closed_slow % 1000 == 1:
+            _logger.warning(
+                "heartbeat_monitor.socketio.slow_request_closed",
+                client=self.client,
+                head_timeout=self.head_timeout,
+                closed=IdleClosingHTTP.closed_slow,
+            )
+        transport.close()

@@ -248,3 +248,58 @@ async def test_a_polling_post_with_good_packets_is_left_to_engine_io(anyio_backe
         await until(lambda: live.adapter.hub.beats == beats + 1)  # handled: the beat counted
     assert live.adapter.hub.refused == {}
     assert live.adapter.peer_of(sid) is not None
+
+
+class _QuickHeads(IdleClosingHTTP):
+    head_timeout = 0.5
+
+
+async def _dribble(stream) -> None:
+    """A header byte every 0.1 s, for 4 s at most, then read: the server should close first."""
+    import anyio
+
+    for _ in range(40):
+        await stream.send(b"x")
+        await anyio.sleep(0.1)
+    await stream.receive()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(anyio_backend):
+    """Slowloris: the first byte cancels uvicorn's idle timer and uvicorn has no deadline for
+    the rest of the head; IdleClosingHTTP closes it after ``head_timeout``, while a request
+    that completes its head in time (and is still being answered) is left alone."""
+    import socket
+
+    import anyio
+    import uvicorn
+
+    answer = anyio.Event()
+
+    async def app(scope, receive, send):  # a slow answer: longer than the head timeout
+        await answer.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(
+        app, http=_QuickHeads, timeout_keep_alive=5, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    before = IdleClosingHTTP.closed_slow
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = listener.getsockname()[:2]
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(server.serve, [listener])
+            with anyio.fail_after(10):
+                async with (
+                    await anyio.connect_tcp(*address) as slow,
+                    await anyio.connect_tcp(*address) as fair,
+                ):
+                    await fair.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                    await slow.send(b"GET / HTTP/1.1\r\n")
+                    with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                        await _dribble(slow)
+                    assert IdleClosingHTTP.closed_slow == before + 1
+                    answer.set()
+                    assert (await fair.receive()).startswith(b"HTTP/1.1 200")
+            server.should_exit = True
