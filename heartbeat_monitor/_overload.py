@@ -21,6 +21,15 @@ The driver's own wake lag (``HeartbeatMonitor.loop_lag``) is measured too, for
 the stretch only: it is the lag at the moment deadlines are checked, after a
 stall the probe has not reported yet. Both feed :meth:`observe`.
 
+**Waits** (where a transport can see them). A beat can also wait behind other
+messages of its own connection: python-engineio takes one message per connection
+every few passes of the loop, so a connection whose messages come faster than
+that queues them, and that queue's age is no pass of the loop the probe can time.
+A transport that sees a message's age when it is taken from such a queue reports it
+to :meth:`observe_wait` (Socket.IO's server does: the age of each message in
+uvicorn's queue); the stretch then covers that age plus the current lag (the path
+the message still has to go), and :attr:`max_wait` shows the highest.
+
 **Stretch** (local health). At each check, deadlines are moved later by
 ``stretch = min(lag_factor * recent_lag, max_stretch)``, where ``recent_lag`` is
 the highest lag measured within the last ``window`` seconds. A live peer whose
@@ -100,6 +109,7 @@ class OverloadGuard:
         "log_every",
         "max_lag",
         "max_stretch",
+        "max_wait",
         "probe_hops",
         "probe_interval",
         "recover_after",
@@ -109,6 +119,8 @@ class OverloadGuard:
         "shed_after",
         "shed_lag",
         "stretch",
+        "wait",
+        "waits",
         "window",
     )
 
@@ -160,11 +172,16 @@ class OverloadGuard:
         #: Passes of the event loop the probe waits after waking (a beat's path).
         self.probe_hops = probe_hops
         self.log_every = positive("log_every", log_every)
-        #: The latest lag measured, and the highest ever (seconds).
+        #: The latest lag measured, and the highest ever (seconds; a message's wait plus the
+        #: lag then counts for the highest, see observe_wait).
         self.lag = 0.0
         self.max_lag = 0.0
         #: How many lags were measured.
         self.samples = 0
+        #: The latest age of a message taken from a connection's queue, the highest, how many.
+        self.wait = 0.0
+        self.max_wait = 0.0
+        self.waits = 0
         #: The stretch of deadlines as last computed (seconds).
         self.stretch = 0.0
         #: Connections refused because the server was overloaded, so far.
@@ -211,6 +228,24 @@ class OverloadGuard:
                 shedding=self.shedding,
                 refused=self.refused,
             )
+
+    def observe_wait(self, wait: float, now: float) -> None:
+        """A message was taken from its connection's queue ``wait`` seconds after it was read.
+
+        For the stretch only: the message still goes the path the probe times, so
+        the stretch covers ``wait`` plus the current lag. Cheap (it runs per message).
+        """
+        self.wait = wait
+        self.waits += 1
+        if wait > self.max_wait:
+            self.max_wait = wait
+        age = wait + self.lag
+        recent = self._recent
+        while recent and recent[-1][1] <= age:
+            recent.pop()
+        recent.append((now, age))
+        if age > self.max_lag:
+            self.max_lag = age
 
     def recent_lag(self, now: float) -> float:
         """The highest lag measured within the last ``window`` seconds before ``now``."""
@@ -293,6 +328,8 @@ class OverloadGuard:
             "shedding": self.shedding,
             "refused": self.refused,
             "samples": self.samples,
+            "max_wait": self.max_wait,
+            "waits": self.waits,
         }
 
     def __repr__(self) -> str:

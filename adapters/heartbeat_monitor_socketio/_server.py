@@ -12,15 +12,28 @@ While the server is far behind (shedding, and the lag past four times
 ``503 server overloaded`` before engine.io does any work for it: refusing at the
 Socket.IO level (a ``connect_error``, the adapter's way) costs most of a
 handshake, which such a server cannot spare (docs/overload.md).
+
+The age of each websocket message when engine.io takes it is reported to the
+overload guard (``OverloadGuard.observe_wait``), whose stretch then covers it:
+uvicorn's websocket protocol stops reading a connection after each message until
+the application has taken it, and python-engineio takes one every few passes of
+the event loop, so a beat can wait, unread in the kernel behind its connection's
+previous message and then in uvicorn's queue, longer than the guard's probe
+measures. Reading still pauses after each message: it keeps one connection's
+flood from taking more than its turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+import termios
+from collections import deque
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Self, final
 
@@ -28,8 +41,9 @@ import anyio
 import anyio.abc
 import socketio
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from heartbeat_monitor import OVERLOADED, AcceptBackoff
+from heartbeat_monitor import OVERLOADED, AcceptBackoff, OverloadGuard
 
 from ._adapter import SocketIOAdapter
 from ._limits import IdleClosingHTTP
@@ -40,6 +54,70 @@ __all__ = ("SocketIOServer",)
 _HARD_SHED = 4.0
 #: What uvicorn's websocket implementation logs after a 503 to an upgrade.
 _UNFINISHED = "ASGI callable returned without completing handshake."
+
+
+#: A message read behind this many of its own connection's still waiting does not count: a
+#: flood's backlog is its own doing (reading resumes only once the queue is empty, so the
+#: first messages of each read count, a beat behind a pong included).
+_OWN_QUEUE = 2
+
+
+def _unread(transport: asyncio.BaseTransport) -> int:
+    """Bytes waiting unread in the kernel for this connection (0 if it cannot tell)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), "little")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _timed(guard: OverloadGuard, clock: Callable[[], float]) -> type[asyncio.Protocol]:
+    """uvicorn's websocket protocol; each message's age when engine.io takes it, to ``guard``.
+
+    A message's age runs from when it was read off the socket, or if it waited unread
+    while reading was paused, from when the pause began (the most it can have waited).
+    ``receive`` is uvicorn's own (``tests/overload/test_waits.py`` pins it) plus that.
+    """
+
+    class Timed(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            #: When each message now in the queue may have arrived, oldest first (None: it
+            #: came behind others of its own connection's, and does not count).
+            self.arrived: deque[float | None] = deque()
+            self.paused_at = 0.0
+            #: Set on resuming when bytes waited through the pause: when the pause began.
+            self.waited_from: float | None = None
+            self.chunk_at = 0.0
+
+        def data_received(self, data: bytes) -> None:
+            waited, self.waited_from = self.waited_from, None
+            self.chunk_at = clock() if waited is None else waited
+            super().data_received(data)
+
+        def send_receive_event_to_app(self) -> None:
+            queued, paused = self.queue.qsize(), self.read_paused
+            super().send_receive_event_to_app()
+            if self.queue.qsize() > queued:  # queued (not dropped after a close)
+                self.arrived.append(self.chunk_at if queued < _OWN_QUEUE else None)
+            if self.read_paused and not paused:
+                self.paused_at = clock()
+
+        async def receive(self) -> Any:
+            message = await self.queue.get()
+            if self.read_paused and self.queue.empty():
+                if _unread(self.transport):
+                    self.waited_from = self.paused_at
+                self.read_paused = False
+                self.transport.resume_reading()
+            if message["type"] == "websocket.receive" and self.arrived:
+                arrived = self.arrived.popleft()
+                if arrived is not None:
+                    now = clock()
+                    guard.observe_wait(now - arrived, now)
+            return message
+
+    return Timed
 
 
 class _Overloaded(logging.Filter):
@@ -182,7 +260,7 @@ class SocketIOServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=graceful_timeout,
-            ws="websockets-sansio",
+            ws=_timed(adapter.monitor.overload, adapter.monitor.clock.now),
             http=IdleClosingHTTP,  # a connection that never sends a request is closed too
         )
         self._server = _Uvicorn(config, adapter, signals=signals)

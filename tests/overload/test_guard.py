@@ -70,6 +70,8 @@ def test_shedding_starts_once_most_lags_stayed_past_shed_lag_and_stops_once_they
         "shedding": False,
         "refused": 2,
         "samples": 32,
+        "max_wait": 0.0,
+        "waits": 0,
     }
 
 
