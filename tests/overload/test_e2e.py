@@ -30,6 +30,7 @@ the server did refuse some).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -82,6 +83,7 @@ def check_overload(transport: str, load: Load) -> None:
         transport=transport,
     )
     row = {**outcome.row(), "false expiries": outcome.expired_live[:5], "sheds": outcome.sheds}
+    print(f"{transport}: {json.dumps(outcome.row())}")  # the run's figures (pytest -s shows them)
     assert outcome.server_stderr == [], outcome.server_stderr[:20]
     # Zero live clients disconnected by any reason but the end of the run.
     assert outcome.false_departures == {}, row
