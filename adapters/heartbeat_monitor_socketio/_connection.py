@@ -16,7 +16,7 @@ import structlog
 
 from heartbeat_monitor import CallbackRunner, Connection, Link, Reason
 
-from . import _internals
+from . import _internals, _presence
 
 __all__ = ("Outbox", "SidConnection", "SocketIOAudience", "SocketIOStats")
 
@@ -64,6 +64,9 @@ class Outbox:
         self.closing = False
 
     def emit(self, event: str, payload: dict[str, object], to: Any, skip: tuple[str, ...]) -> None:
+        local = event in _LOCAL and to and not skip  # presence: at once, no task per recipient
+        if local and _presence.emit_now(self.sio, self.namespace, event, payload, to, self.runner):
+            return
         self.runner.spawn(self._emit, event, payload, to, skip)
 
     def disconnect(self, sid: str, reason: str) -> None:

@@ -17,22 +17,28 @@ internal                                   why
 ``sio.eio.sockets`` / ``Socket.close``     is a connection still open; close one at once
 ``manager.basic_enter_room`` / ``_leave``  room changes (the hub keeps rooms for notices)
 ``manager.basic_disconnect``               leave a sid's own rooms, not scan every room
+``sio.packet_class`` / ``socket.queue``    presence: encode once, queue without a task each
 ``AsyncServer._binary_packet``             a frame that is a pending packet's attachment
 =========================================  ==========================================
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from heartbeat_monitor import ConfigurationError
 
 __all__ = (
     "awaiting_attachment",
     "close_now",
+    "encode_event",
+    "queue_packet",
     "transport_open",
     "wrap_eio",
     "wrap_rooms",
@@ -189,4 +195,28 @@ async def close_now(sio: socketio.AsyncServer, eio_sid: str) -> bool:
         socket.queue.put_nowait(None)
     finally:
         eio.sockets.pop(eio_sid, None)
+    return True
+
+
+def encode_event(
+    sio: socketio.AsyncServer, namespace: str, event: str, payload: object
+) -> Any | None:
+    """The engine.io packet ``sio.emit(event, payload)`` sends each recipient, encoded once
+    (as python-socketio's emit does without a callback); ``None`` if it has attachments."""
+    encoded = sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, payload])
+    text = encoded.encode()
+    return None if isinstance(text, list) else eio_packet.Packet(eio_packet.MESSAGE, text)
+
+
+def queue_packet(sio: socketio.AsyncServer, eio_sid: str, pkt: Any) -> bool:
+    """engine.io's ``AsyncSocket.send`` without a task: put ``pkt`` on the connection's
+    queue (unbounded: ``put`` never waits); ``False`` where ``send`` would do more (no such
+    socket, closed, or its ping overdue: ``send`` closes it), for the caller to send it so."""
+    socket = _socket(sio, eio_sid)
+    if socket is None or socket.closed:
+        return False
+    last_ping = socket.last_ping
+    if last_ping and time.time() - last_ping > sio.eio.ping_timeout:
+        return False
+    socket.queue.put_nowait(pkt)
     return True
