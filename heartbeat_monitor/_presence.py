@@ -33,9 +33,8 @@ recipient one message per window, not N (``peer_gone``'s N x M).
   clock's moves drive the flushes instead. ``on_join`` / ``on_leave`` run at
   the flush, for what the rooms were told.
 
-Cluster hooks (docs/presence.md): :meth:`Roster.subscribe` (local changes),
-:meth:`Roster.local`, :meth:`Roster.put` / :meth:`Roster.discard` (another
-node's connections) and :attr:`Roster.partial`.
+Cluster hooks (docs/presence.md): :meth:`Roster.subscribe` (local changes), :meth:`Roster.local`,
+:meth:`Roster.put` / :meth:`Roster.discard` (others' slots), :attr:`Roster.partial`.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ import structlog
 from ._clock import Clock, VirtualClock
 from ._episode import Audience, Connection, Link, Reason
 from ._errors import ConfigurationError
-from ._rooms import Book, Meta, PeerJoined, PeerLeft, PresenceChange, check_meta
+from ._rooms import Book, Meta, PeerJoined, PeerLeft, PresenceChange, check_meta, seconds
 
 if TYPE_CHECKING:
     from ._callbacks import CallbackRunner
@@ -71,18 +70,6 @@ JoinCallback = Callable[[PeerJoined], object] | Callable[[PeerJoined], Awaitable
 LeaveCallback = Callable[[PeerLeft], object] | Callable[[PeerLeft], Awaitable[object]]
 
 
-def _seconds(name: str, value: object, *, zero: bool) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (0 <= value < math.inf)
-        or (value == 0 and not zero)
-    ):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigurationError(f"{name} must be finite seconds {bound}, not {value!r}")
-    return float(value)
-
-
 @final
 class Roster:
     """Who is present in each watched room, with metas; one diff per room per window.
@@ -100,6 +87,7 @@ class Roster:
         "_join_callbacks",
         "_leave_callbacks",
         "_next",
+        "_partial",
         "_prefix",
         "_runner",
         "_subscribers",
@@ -111,7 +99,6 @@ class Roster:
         "diffs",
         "leave_grace",
         "notices",
-        "partial",
         "tell",
         "watched",
         "window",
@@ -128,15 +115,14 @@ class Roster:
         rooms: Collection[Hashable] | None = None,
         tell: bool = True,
     ) -> None:
-        self.diff_interval = _seconds("diff_interval", diff_interval, zero=False)
-        self.leave_grace = _seconds("leave_grace", leave_grace, zero=True)
+        self.diff_interval = seconds("diff_interval", diff_interval, zero=False)
+        self.leave_grace = seconds("leave_grace", leave_grace, zero=True)
         #: The current window: ``diff_interval``, stretched after a flush that told many.
         self.window = self.diff_interval
         #: The watched rooms (``None``: every room).
         self.watched = None if rooms is None else frozenset(rooms)
         self.tell = tell
-        #: ``True`` while some node's presence cannot be read: states say ``"partial": true``.
-        self.partial = False
+        self._partial = False
         #: Diffs sent so far (all rooms).
         self.diffs = 0
         #: Presence messages told so far (diffs and states; per room or connection told).
@@ -179,6 +165,19 @@ class Roster:
         """The number of ``room``'s last diff."""
         entry = self._book.rooms.get(room)
         return 0 if entry is None else entry.seq
+
+    @property
+    def partial(self) -> bool:
+        """``True`` while some node's presence cannot be read: states say ``"partial": true``.
+        Each flip re-sends every room its state at the next flush (one message per room)."""
+        return self._partial
+
+    @partial.setter
+    def partial(self, partial: bool) -> None:
+        if partial != self._partial:
+            self._partial = partial
+            self._book.restate(self._clock.now())
+            self._schedule()
 
     @property
     def pending(self) -> bool:
@@ -360,14 +359,14 @@ class Roster:
         sent = told = 0
         call = self._runner.call
         for entry in self._book.take(now, release_until=math.inf if force else now):
-            out = self._book.flush_room(entry, partial=self.partial)
+            out = self._book.flush_room(entry, partial=self._partial)
             if out.diff is not None:
                 sent += 1
                 told += entry.connections
                 if self.tell:
                     self._say("presence_diff", out.diff)
             if out.state is not None and self.tell:
-                told += len(out.owed)
+                told += len(out.owed) if out.owed else entry.connections
                 self._say("presence_state", out.state, out.owed)
             for event in out.events:
                 joined = isinstance(event, PeerJoined)

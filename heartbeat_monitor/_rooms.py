@@ -30,7 +30,15 @@ from ._episode import Connection, Reason
 from ._errors import ConfigurationError
 from ._events import PeerEvent
 
-__all__ = ("Book", "PeerJoined", "PeerLeft", "PresenceChange", "check_meta", "wire_id")
+__all__ = (
+    "Book",
+    "PeerJoined",
+    "PeerLeft",
+    "PresenceChange",
+    "check_meta",
+    "seconds",
+    "wire_id",
+)
 
 Meta = Mapping[str, object]
 #: Longest encoded user meta of one connection, in bytes.
@@ -92,9 +100,22 @@ def check_meta(fields: object, *, max_size: int = MAX_META_SIZE) -> dict[str, ob
     return dict(fields)
 
 
+def seconds(name: str, value: object, *, zero: bool) -> float:
+    """``value`` as seconds, finite and >= 0 (> 0 unless ``zero``)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value < math.inf)
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(f"{name} must be finite seconds {bound}, not {value!r}")
+    return float(value)
+
+
 @final
 class Room:
-    __slots__ = ("connections", "members", "name", "owed", "prior", "reasons", "seq")
+    __slots__ = ("connections", "members", "name", "owed", "prior", "reasons", "restate", "seq")
 
     def __init__(self, name: Hashable) -> None:
         self.name = name
@@ -107,8 +128,10 @@ class Room:
         self.prior: dict[Hashable, tuple[Meta, ...] | None] = {}
         #: peer -> the reason of its last removal, this window.
         self.reasons: dict[Hashable, str] = {}
-        #: Connections owed a ``presence_state`` at the next flush (an ordered set).
+        #: Connections owed a ``presence_state`` at the next flush (an ordered set), and
+        #: whether the whole room is (its ``partial`` changed).
         self.owed: dict[Connection, None] = {}
+        self.restate = False
 
     def count(self) -> dict[str, int]:
         return {"peers": len(self.members), "connections": self.connections}
@@ -314,8 +337,15 @@ class Book:
         dirty, self.dirty = self.dirty, {}
         return list(dirty)
 
+    def restate(self, now: float) -> None:
+        """Every room owes its whole audience a state at the next flush."""
+        for entry in self.rooms.values():
+            entry.restate = True
+            self.mark(entry, now)
+
     def flush_room(self, entry: Room, *, partial: bool) -> Flushed:
-        """One room's diff (``None`` if nothing changed), and a state if one is owed."""
+        """One room's diff (``None`` if nothing changed), and a state if one is owed (to
+        the whole room if it is restated: ``out.owed`` is then empty)."""
         out = Flushed()
         joins: dict[str, object] = {}
         leaves: dict[str, object] = {}
@@ -350,8 +380,9 @@ class Book:
                 "updates": updates,
                 "count": count,
             }
-        if entry.owed:
-            out.owed, entry.owed = tuple(entry.owed), {}
+        if entry.owed or entry.restate:
+            out.owed = () if entry.restate else tuple(entry.owed)
+            entry.owed, entry.restate = {}, False
             out.state = {
                 "room": entry.name,
                 "seq": entry.seq,

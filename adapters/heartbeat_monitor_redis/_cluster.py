@@ -148,9 +148,9 @@ class RedisCluster:
             node_timeout=options.node_timeout,
             op_timeout=op_timeout,
             may_end=self._may_end,
+            roster=hub.roster,
         )
-        #: This node's peers in Redis (the hub's on_open and gate hooks).
-        self._own = OwnPeers(
+        self._own = OwnPeers(  # this node's peers in Redis (the hub's on_open and gate hooks)
             hub, self._redis, keys, self.stats, node_id=self.node_id, op_timeout=op_timeout
         )
         #: Why this node must (re)join before its next sync: at start, after fencing itself,
@@ -250,7 +250,7 @@ class RedisCluster:
                         await self._manager.aclose()
                     await self._redis.aclose()
             finally:
-                self._own.active = False
+                self._own.stop()
                 _MEMBERS.discard(self.adapter)
                 await self._nodes.monitor.__aexit__(exc_type, exc, tb)
 
@@ -260,7 +260,7 @@ class RedisCluster:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.nodes, me)
-                pipe.delete(self.keys.presence(me), self.keys.changes(me))
+                pipe.delete(self.keys.presence(me), self.keys.changes(me), self.keys.slots(me))
                 pipe.set(self.keys.left(me), me, ex=MARKER_TTL)
                 await self._execute(pipe, 3)
         except Exception as exc:
@@ -285,10 +285,11 @@ class RedisCluster:
 
     async def _step(self) -> None:
         self._fence.check()
-        if self._rejoin is not None:
-            await self._rejoin_cluster()
-        else:
-            await self._sync()
+        try:
+            await (self._rejoin_cluster() if self._rejoin is not None else self._sync())
+        finally:  # presence states say "partial": true while some node's presence is unread
+            unread = not self._healthy or self._rejoin is not None
+            self.hub.roster.partial = unread or self._nodes.copies.unsettled()
 
     async def _sync(self) -> None:
         """One round trip: beat, presence changes, every node's counter, our dead marker."""
@@ -420,11 +421,11 @@ class RedisCluster:
             if announced is None:
                 return
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self.keys.presence(me), self.keys.changes(me))
+                pipe.delete(self.keys.presence(me), self.keys.changes(me), self.keys.slots(me))
                 pipe.delete(self.keys.announced(me), self.keys.dead(me), self.keys.left(me))
                 await self._execute(pipe, 2)
             self._rejoin = None
-            self._own.rejoined()
+            self._own.rejoined(reason)
             self._resync = True
             if why == "fenced" or announced:
                 event = "rejoined" if why == "fenced" else "previous_incarnation_ended"

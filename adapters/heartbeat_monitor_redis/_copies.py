@@ -30,6 +30,8 @@ from ._keys import CHUNK, ClusterStats, Keys, text
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
+    from ._slots import Mirror
+
 __all__ = ("Copies", "change_entries")
 
 _logger = structlog.get_logger("heartbeat_monitor")
@@ -42,34 +44,73 @@ READ_COUNT: Final = 200
 
 
 def change_entries(
-    seq: int, *, reset: bool, added: Mapping[str, str], removed: Collection[str]
+    seq: int,
+    *,
+    reset: bool,
+    added: Mapping[str, str],
+    removed: Collection[str],
+    put: Mapping[str, str] | None = None,
+    dropped: Mapping[str, str] | None = None,
+    gone: str = "",
 ) -> Iterator[tuple[int, str]]:
-    """This node's change entries for one sync, ``(seq, JSON)``, at most :data:`CHUNK` peers each.
+    """This node's change entries for one sync, ``(seq, JSON)``, at most :data:`CHUNK` changes each.
 
     Removals come first, as in the pipeline (``HDEL`` before ``HSET``): a peer that
-    left and came back within one sync stays present.
+    left and came back within one sync stays present. Roster slots follow: ``drop``
+    (field -> reason) and ``put`` (field -> ``[peer, fields]``). Every entry but the
+    last of a sync says ``"more": true``; a reset's first entry may name ``gone``, the
+    reason of the slots it no longer has (the node's previous incarnation died).
     """
-    changes: list[tuple[str, str | None]] = [(field, None) for field in removed]
-    changes += added.items()
+    changes: list[tuple[str, str, str | None]] = [("del", field, None) for field in removed]
+    changes += [("set", field, rooms) for field, rooms in added.items()]
+    changes += [("drop", field, reason) for field, reason in (dropped or {}).items()]
+    changes += [("put", field, value) for field, value in (put or {}).items()]
     for start in range(0, max(len(changes), 1), CHUNK):
         chunk = changes[start : start + CHUNK]
         seq += 1
-        entry = {
+        entry: dict[str, object] = {
             "seq": seq,
             "reset": reset and start == 0,
-            "del": [field for field, rooms in chunk if rooms is None],
-            "set": {field: rooms for field, rooms in chunk if rooms is not None},
+            "del": [field for kind, field, _ in chunk if kind == "del"],
+            "set": {field: rooms for kind, field, rooms in chunk if kind == "set"},
         }
+        for kind in ("drop", "put"):
+            part = {field: value for k, field, value in chunk if k == kind}
+            if part:
+                entry[kind] = part
+        if start + CHUNK < len(changes):
+            entry["more"] = True
+        if reset and start == 0 and gone:
+            entry["gone"] = gone
         yield seq, json.dumps(entry, separators=(",", ":"))
 
 
 @final
 class _Copy:
-    __slots__ = ("fields", "last_id", "seq", "stale")
+    __slots__ = (
+        "fields",
+        "gone",
+        "last_id",
+        "midway",
+        "reasons",
+        "seq",
+        "slots",
+        "stale",
+        "touched",
+    )
 
     def __init__(self) -> None:
         #: Presence field (peer as JSON) -> its rooms (JSON list), as the node wrote them.
         self.fields: dict[str, str] = {}
+        #: Roster slots: ``[room, conn]`` -> ``[peer, fields]`` (JSON), as the node wrote them.
+        self.slots: dict[str, str] = {}
+        #: Since the copy was last settled: slots changed (``None``: all), drop reasons, and
+        #: the reason of slots a reset no longer has.
+        self.touched: set[str] | None = None
+        self.reasons: dict[str, str] = {}
+        self.gone = ""
+        #: In the middle of one sync's entries (``"more"``): not settled.
+        self.midway = False
         #: The last stream entry applied, and its ``seq`` (``None``: none yet).
         self.last_id = "0-0"
         self.seq: int | None = None
@@ -81,12 +122,14 @@ class _Copy:
 class Copies:
     """The other nodes' presence as this node last read it (see the module)."""
 
-    __slots__ = ("_copies", "keys", "node_id", "stats")
+    __slots__ = ("_copies", "keys", "mirror", "node_id", "stats")
 
-    def __init__(self, keys: Keys, stats: ClusterStats, node_id: str) -> None:
+    def __init__(self, keys: Keys, stats: ClusterStats, node_id: str, mirror: Mirror) -> None:
         self.keys = keys
         self.stats = stats
         self.node_id = node_id
+        #: Where a copy's roster slots are shown, each time it is settled.
+        self.mirror = mirror
         self._copies: dict[str, _Copy] = {}
 
     def watch(self, node: str) -> None:
@@ -94,8 +137,14 @@ class Copies:
         if node not in self._copies:
             self._copies[node] = _Copy()
 
-    def forget(self, node: str) -> None:
+    def forget(self, node: str, reason: str) -> None:
+        """``node`` is gone: its copy is dropped, its slots leave this node's roster."""
         self._copies.pop(node, None)
+        self.mirror.forget(node, reason)
+
+    def unsettled(self) -> bool:
+        """Whether some copy cannot be trusted now (unread, or read half-way)."""
+        return any(copy.stale or copy.midway for copy in self._copies.values())
 
     def of(self, node: str) -> dict[str, str]:
         """``node``'s presence as last read (field -> rooms); empty if unknown."""
@@ -133,6 +182,17 @@ class Copies:
                     copy.stale = True
                     break
                 copy.last_id = text(entry_id)
+            if not copy.stale:
+                self._settle(node, copy)
+
+    def _settle(self, node: str, copy: _Copy) -> None:
+        """Show the copy's slots in this node's roster, once it is at the end of a sync."""
+        if copy.midway or (copy.touched is not None and not copy.touched):
+            return
+        touched, copy.touched = copy.touched, set()
+        reasons, copy.reasons = copy.reasons, {}
+        gone, copy.gone = copy.gone, ""
+        self.mirror.reconcile(node, copy.slots, touched, reasons, gone)
 
     def _apply_entry(self, node: str, copy: _Copy, values: Mapping[Any, Any]) -> bool:
         try:
@@ -141,6 +201,10 @@ class Copies:
             reset = bool(entry.get("reset"))
             added: dict[str, str] = {str(k): str(v) for k, v in entry.get("set", {}).items()}
             removed = [str(field) for field in entry.get("del", [])]
+            put = {str(k): str(v) for k, v in entry.get("put", {}).items()}
+            dropped = {str(k): str(v) for k, v in entry.get("drop", {}).items()}
+            more = bool(entry.get("more"))
+            gone = str(entry.get("gone") or "")
         except (TypeError, ValueError, KeyError, AttributeError):
             _logger.error(
                 "heartbeat_monitor.cluster.bad_change_entry",
@@ -153,9 +217,19 @@ class Copies:
             return False  # a gap: read it in full
         if reset:
             copy.fields = {}
+            copy.slots = {}
+            copy.touched = None
+            copy.gone = gone
         for field in removed:
             copy.fields.pop(field, None)
         copy.fields.update(added)
+        for field in dropped:
+            copy.slots.pop(field, None)
+        copy.slots.update(put)
+        copy.reasons.update(dropped)
+        if copy.touched is not None:
+            copy.touched.update(dropped, put)
+        copy.midway = more
         copy.seq = seq
         return True
 
@@ -171,11 +245,14 @@ class Copies:
         with anyio.fail_after(op_timeout):
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self.keys.presence(node))
+                pipe.hgetall(self.keys.slots(node))
                 pipe.xrevrange(self.keys.changes(node), count=1)
-                presence, last = await pipe.execute()
-        self.stats.commands += 2
+                presence, slots, last = await pipe.execute()
+        self.stats.commands += 3
         self.stats.full_reads += 1
         copy.fields = {text(field): text(rooms) for field, rooms in presence.items()}
+        copy.slots = {text(field): text(value) for field, value in slots.items()}
+        copy.touched, copy.midway = None, False
         copy.last_id, copy.seq = "0-0", None
         if last:
             [(entry_id, values)] = last
@@ -185,6 +262,7 @@ class Copies:
             except (TypeError, ValueError, KeyError):
                 copy.seq = None
         copy.stale = False
+        self._settle(node, copy)
 
 
 def _data(values: Mapping[Any, Any]) -> str | bytes:

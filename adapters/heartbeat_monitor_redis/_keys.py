@@ -5,6 +5,7 @@ Keys (``prefix`` is ``heartbeat_monitor:<namespace>:`` by default):
 ========================  ======  ==================================================
 ``<p>nodes``              hash    node id -> beat counter (``HINCRBY`` once per sync)
 ``<p>presence:<node>``    hash    peer (JSON) -> the rooms it is in (JSON list)
+``<p>slots:<node>``       hash    [room, conn] (JSON) -> [peer, meta] (JSON): its roster
 ``<p>changes:<node>``     stream  that node's presence changes (the others' copies)
 ``<p>lease:<node>``       string  who ends that node's peers: ``SET NX PX``
 ``<p>announced:<node>``   set     peers (JSON) of that node already announced
@@ -148,16 +149,20 @@ class ClusterStats:
 class Keys:
     """The Redis key names of one cluster (see the module's table)."""
 
-    __slots__ = ("changes_prefix", "nodes", "prefix", "presence_prefix")
+    __slots__ = ("changes_prefix", "nodes", "prefix", "presence_prefix", "slots_prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.nodes = prefix + "nodes"
         self.presence_prefix = prefix + "presence:"
         self.changes_prefix = prefix + "changes:"
+        self.slots_prefix = prefix + "slots:"
 
     def presence(self, node: str) -> str:
         return self.presence_prefix + node
+
+    def slots(self, node: str) -> str:
+        return self.slots_prefix + node
 
     def changes(self, node: str) -> str:
         return self.changes_prefix + node

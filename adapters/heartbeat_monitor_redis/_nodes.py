@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import structlog
 
-from heartbeat_monitor import Expired, HeartbeatMonitor
+from heartbeat_monitor import Expired, HeartbeatMonitor, Reason, Roster
 
 from ._copies import Copies
 from ._keys import ClusterStats, Keys, decode, text
+from ._slots import Mirror
 from ._takeover import Takeover
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Nodes:
         node_timeout: float,
         op_timeout: float,
         may_end: Callable[[], bool],
+        roster: Roster,
     ) -> None:
         self._redis = redis
         self.keys = keys
@@ -75,7 +77,7 @@ class Nodes:
         #: Whether this node may end others now (its own view of Redis is sound).
         self.may_end = may_end
         self.monitor = HeartbeatMonitor(node_timeout, on_expire=self._expired)
-        self.copies = Copies(keys, stats, node_id)
+        self.copies = Copies(keys, stats, node_id, Mirror(roster, node_id))
         #: Each known node's last counter, as read.
         self._seen: dict[str, int] = {}
         #: Known nodes missing from the nodes hash (already logged).
@@ -133,7 +135,7 @@ class Nodes:
         for index, node in enumerate(missing):
             left, ended = replies[2 * index], replies[2 * index + 1]
             if left or ended:
-                self.forget(node)
+                self.forget(node, Reason.SERVER_SHUTDOWN if left else Reason.NODE_GONE)
                 _logger.info(
                     "heartbeat_monitor.cluster.node_left",
                     node=self.node_id,
@@ -202,11 +204,12 @@ class Nodes:
             "peers": [[peer, sorted(found)] for peer, found in where.items()],
         }
 
-    def forget(self, node: str) -> None:
+    def forget(self, node: str, reason: str) -> None:
+        """``node`` is gone for ``reason``: its peers leave this node's presence."""
         self._seen.pop(node, None)
         self._missing.discard(node)
         self.monitor.untrack(node)
-        self.copies.forget(node)
+        self.copies.forget(node, reason)
 
     async def read_copies(self) -> None:
         """Read in full the copies that need it (first sight, or a gap in the changes)."""
@@ -231,7 +234,7 @@ class Nodes:
                 self.copies.of(node),
             )
             if ended:
-                self.forget(node)
+                self.forget(node, Reason.NODE_GONE)
             elif moved is not None:
                 self._seen[node] = moved
         except Exception as exc:

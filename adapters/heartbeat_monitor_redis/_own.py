@@ -28,6 +28,7 @@ from heartbeat_monitor import Episode, PeerGone, PeerHub, PeerOpened, Reason
 
 from ._copies import STREAM_LENGTH, change_entries
 from ._keys import CHUNK, LEAVE, ClusterStats, Keys, decode, encode
+from ._slots import LocalSlots, SlotWrite
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
@@ -42,11 +43,15 @@ _logger = structlog.get_logger("heartbeat_monitor")
 class Write:
     """What one sync writes of this node's presence (kept to settle the books after it)."""
 
-    __slots__ = ("episodes", "left", "seq")
+    __slots__ = ("episodes", "left", "resync", "seq", "slots")
 
-    def __init__(self) -> None:
+    def __init__(self, slots: SlotWrite, *, resync: bool) -> None:
+        #: A full rewrite.
+        self.resync = resync
         #: Peers written, with their episodes.
         self.episodes: dict[Hashable, Episode] = {}
+        #: Roster slots written.
+        self.slots = slots
         #: Fields removed.
         self.left: set[str] = set()
         #: The ``seq`` of the last change entry, if any was written.
@@ -65,10 +70,12 @@ class OwnPeers:
         "_seq",
         "_shared",
         "active",
+        "gone",
         "hub",
         "keys",
         "node_id",
         "op_timeout",
+        "slots",
         "stats",
     )
 
@@ -100,6 +107,10 @@ class OwnPeers:
         self._fenced: dict[str, str] = {}
         #: The ``seq`` of this node's last change entry.
         self._seq = 0
+        #: This node's roster slots (the cluster-wide presence), and the reason the next
+        #: rewrite gives the slots it no longer has (a previous incarnation's: node gone).
+        self.slots = LocalSlots(hub.roster, node_id)
+        self.gone = ""
         hub.on_open(self.opened)
         hub.add_gate(self.gate)
 
@@ -108,6 +119,11 @@ class OwnPeers:
         self.active = True
         for episode in self.hub.episodes():
             self._opened(episode)
+
+    def stop(self) -> None:
+        """The cluster stopped: the hooks do nothing from now on."""
+        self.active = False
+        self.slots.close()
 
     # -- the hub's hooks -------------------------------------------------------------------
 
@@ -187,7 +203,9 @@ class OwnPeers:
         peers opened and the fields removed since the last good sync.
         """
         own = self.keys.presence(self.node_id)
-        write = Write()
+        slots_key = self.keys.slots(self.node_id)
+        write = Write(self.slots.write(resync=resync), resync=resync)
+        put, dropped = write.slots.put, write.slots.dropped
         if resync:
             episodes = self.hub.episodes()
             removed: list[str] = []
@@ -203,18 +221,30 @@ class OwnPeers:
                 write.episodes[episode.peer] = episode
         commands = 0
         if resync:
-            pipe.delete(own)
+            pipe.delete(own, slots_key)
             commands += 1
-        elif removed:
-            pipe.hdel(own, *removed)
-            commands += 1
-        items = list(added.items())
-        for start in range(0, len(items), CHUNK):
-            pipe.hset(own, mapping=dict(items[start : start + CHUNK]))
-            commands += 1
-        if resync or added or removed:
+        else:
+            for key, fields in ((own, removed), (slots_key, sorted(dropped))):
+                if fields:
+                    pipe.hdel(key, *fields)
+                    commands += 1
+        for key, mapping in ((own, added), (slots_key, put)):
+            items = list(mapping.items())
+            for start in range(0, len(items), CHUNK):
+                pipe.hset(key, mapping=dict(items[start : start + CHUNK]))
+                commands += 1
+        if resync or added or removed or put or dropped:
             changes = self.keys.changes(self.node_id)
-            for seq, entry in change_entries(self._seq, reset=resync, added=added, removed=removed):
+            gone = self.gone if resync else ""
+            for seq, entry in change_entries(
+                self._seq,
+                reset=resync,
+                added=added,
+                removed=removed,
+                put=put,
+                dropped=dropped,
+                gone=gone,
+            ):
                 pipe.xadd(changes, {"d": entry}, maxlen=STREAM_LENGTH, approximate=True)
                 commands += 1
                 write.seq = seq
@@ -226,8 +256,11 @@ class OwnPeers:
             if self._joined.get(peer) is episode:
                 del self._joined[peer]
         self._left -= write.left
+        self.slots.written(write.slots)
         if write.seq is not None:
             self._seq = write.seq
+        if write.resync:
+            self.gone = ""
 
     # -- fencing ---------------------------------------------------------------------------
 
@@ -250,7 +283,9 @@ class OwnPeers:
         except ValueError:
             return False
 
-    def rejoined(self) -> None:
-        """Announced, and this node's presence deleted from Redis: start afresh."""
+    def rejoined(self, gone: str) -> None:
+        """Announced, and this node's presence deleted from Redis: start afresh (the other
+        nodes' rosters drop the slots the rewrite no longer has, by default for ``gone``)."""
         self._fenced.clear()
         self._left.clear()
+        self.gone = gone

@@ -143,7 +143,7 @@ class Takeover:
                 return False, None
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(keys.nodes, node)
-                pipe.delete(keys.presence(node), keys.changes(node))
+                pipe.delete(keys.presence(node), keys.changes(node), keys.slots(node))
                 pipe.set(keys.dead(node), self.node_id, ex=MARKER_TTL)
                 with anyio.fail_after(self.op_timeout):
                     await pipe.execute()

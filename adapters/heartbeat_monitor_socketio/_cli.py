@@ -47,9 +47,8 @@ def add_socketio_options(parser: argparse.ArgumentParser) -> None:
         "--notify",
         choices=("presence", "peer_gone", "both"),
         default=None,
-        help="tell the others with presence diffs (one per room per window), one peer_gone per "
-        "departure (N x M messages), or both (presence; both with --redis-url, where presence "
-        "is still per node)",
+        help="tell the others with presence diffs (one per room per window; cluster-wide with "
+        "--redis-url), one peer_gone per departure (N x M messages), or both (presence)",
     )
     group.add_argument("--event", default="heartbeat", help="heartbeat event name (heartbeat)")
     group.add_argument(
@@ -129,8 +128,7 @@ class SocketIOCommandLine:
         from ._static import StaticModules
 
         args = self.args
-        clustered = bool(getattr(args, "redis_url", None))
-        hub.notify = args.notify or ("both" if clustered else "presence")
+        hub.notify = args.notify or "presence"
         origins = args.cors_allowed_origins
         cors: str | list[str] = "*" if origins == "*" else [o for o in origins.split(",") if o]
         sio = socketio.AsyncServer(

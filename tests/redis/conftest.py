@@ -31,6 +31,7 @@ from redis import asyncio as aioredis
 from heartbeat_monitor_redis import ClusterRedisManager, RedisCluster
 from heartbeat_monitor_socketio import SocketIOAdapter, SocketIOServer
 from tests.conftest import require_tool
+from tests.presence._view import View
 from tests.socketio.conftest import Changes, Client
 
 #: Client heartbeat interval and misses (a client is gone after 0.5 s of silence).
@@ -151,6 +152,15 @@ class Node:
             client.heartbeat.start()
         return client
 
+    async def watcher(self) -> Presence:
+        """A client whose presence messages are recorded (handlers set before it connects)."""
+        client = Client(self.url, "/", INTERVAL)
+        presence = Presence(client)
+        self.clients.append(client)
+        await client.connect()
+        client.heartbeat.start()
+        return presence
+
     async def presence(self, client: Client) -> dict[str, Any]:
         """Ask this node (through one of its clients) which peers are present where."""
         reply: dict[str, Any] = await client.sio.call("presence", namespace="/", timeout=5)
@@ -158,6 +168,44 @@ class Node:
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
+
+
+class Presence:
+    """What one client is told of one room's presence: every message, and its :class:`View`."""
+
+    def __init__(self, client: Client, room: str = "peers") -> None:
+        self.client = client
+        self.view = View(room)
+        #: ``(event, message)`` in arrival order.
+        self.messages = Changes()
+        for event in ("presence_state", "presence_diff"):
+            client.sio.on(event, self._handler(event), namespace=client.namespace)
+
+    def _handler(self, event: str) -> Callable[[dict[str, Any]], None]:
+        def handle(message: dict[str, Any]) -> None:
+            self.view.feed(event, message)
+            self.messages.append((event, message))
+
+        return handle
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [message for name, message in self.messages.items if name == event]
+
+    async def until(self, condition: Callable[[View], bool], within: float = 5.0) -> View:
+        """Wait (bounded) until ``condition(view)`` holds after some message."""
+        with anyio.fail_after(within):
+            while not (self.view.peers is not None and condition(self.view)):
+                await self.messages.wait(len(self.messages) + 1, within=within)
+        return self.view
+
+    async def state(self, within: float = 5.0) -> dict[str, Any]:
+        """Ask ``presence_sync`` and wait for the fresh state."""
+        seen = len(self.of("presence_state"))
+        await self.client.sio.emit("presence_sync", namespace=self.client.namespace)
+        with anyio.fail_after(within):
+            while len(self.of("presence_state")) <= seen:
+                await self.messages.wait(len(self.messages) + 1, within=within)
+        return self.of("presence_state")[-1]
 
 
 StartNode = Callable[..., Awaitable[Node]]
@@ -267,6 +315,15 @@ class Member:
             client.heartbeat.start()
         return client
 
+    async def watcher(self, *, auth: Any = None) -> Presence:
+        """A client whose presence messages are recorded (handlers set before it connects)."""
+        client = Client(self.server.url, "/", INTERVAL)
+        presence = Presence(client)
+        self.clients.append(client)
+        await client.connect(auth=auth)
+        client.heartbeat.start()
+        return presence
+
 
 StartMember = Callable[..., Awaitable[Member]]
 
@@ -282,7 +339,9 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
     members: list[Member] = []
     async with anyio.create_task_group() as task_group:
 
-        async def start(name: str, *, url: str | None = None, **cluster_options: Any) -> Member:
+        async def start(
+            name: str, *, url: str | None = None, notify: str = "peer_gone", **cluster_options: Any
+        ) -> Member:
             url = url or redis_server.url
             sio = socketio.AsyncServer(async_mode="asgi", client_manager=ClusterRedisManager(url))
             gone = Changes()
@@ -291,7 +350,7 @@ async def start_member(redis_server: RedisServer) -> AsyncIterator[StartMember]:
                 interval=INTERVAL,
                 misses=MISSES,
                 room="peers",
-                notify="peer_gone",  # what these tests listen for
+                notify=notify,  # peer_gone: what most of these tests listen for
                 identify=identify,
                 on_gone=lambda event: gone.append((event.peer, event.reason)),
             )

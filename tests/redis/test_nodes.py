@@ -16,13 +16,19 @@ pytestmark = pytest.mark.anyio
 
 #: Loopback and two shared cores: the margin added to every bound.
 SLACK = 1.5
+#: serve's default is presence diffs only; these tests listen for peer_gone too.
+PEER_GONE = ("--notify", "both")
 
 
-async def start_nodes(start_node: StartNode, *names: str) -> list[Node]:
+async def start_nodes(
+    start_node: StartNode, *names: str, extra: tuple[str, ...] = ()
+) -> list[Node]:
+    """Start the nodes at once; ``extra`` options for each (these tests listen for
+    ``peer_gone``, which ``--notify both`` adds to presence: ``PEER_GONE``)."""
     nodes: list[Node] = []
 
     async def one(name: str) -> None:
-        nodes.append(await start_node(name))
+        nodes.append(await start_node(name, *extra))
 
     async with anyio.create_task_group() as task_group:
         for name in names:
@@ -56,7 +62,7 @@ async def assert_no_more(client: Client, count: int, within: float) -> None:
 async def test_silent_client_announced_on_every_node_then_a_killed_node_once(
     start_node: StartNode,
 ) -> None:
-    a, b, c = await start_nodes(start_node, "a", "b", "c")
+    a, b, c = await start_nodes(start_node, "a", "b", "c", extra=PEER_GONE)
     on_a = [await a.client(), await a.client()]
     on_b = [await b.client(), await b.client()]
     on_c = [await c.client(), await c.client()]
@@ -101,7 +107,7 @@ async def test_silent_client_announced_on_every_node_then_a_killed_node_once(
 
 
 async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: RedisServer) -> None:
-    nodes = await start_nodes(start_node, "a", "b", "c")
+    nodes = await start_nodes(start_node, "a", "b", "c", extra=PEER_GONE)
     a, b, _ = nodes
     clients = {node.name: [await node.client(), await node.client()] for node in nodes}
     everyone = {client.sid: {name} for name, pair in clients.items() for client in pair}
@@ -165,7 +171,7 @@ async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: R
 
 
 async def test_sigterm_tells_the_other_nodes_once(start_node: StartNode) -> None:
-    a, b = await start_nodes(start_node, "a", "b")
+    a, b = await start_nodes(start_node, "a", "b", extra=PEER_GONE)
     watcher = await a.client()
     leaving = [await b.client(), await b.client()]
     everyone = {watcher.sid: {"a"}, **{client.sid: {"b"} for client in leaving}}
