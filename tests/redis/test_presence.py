@@ -60,8 +60,10 @@ async def test_peers_of_another_node_in_state_and_diffs(start_member: StartMembe
     a = await start_member("a", notify="presence")
     b = await start_member("b", notify="presence")
     watcher = await b.watcher()
+    connecting = time.monotonic()
     peer = await a.client()
     view = await watcher.until(lambda v: peer.sid in v.peers, within=SEEN)
+    print(f"connect on a -> join in b's diff: {time.monotonic() - connecting:.3f} s (sync 0.25 s)")
     [meta] = view.peers[peer.sid]
     assert meta["conn"].startswith("a/")  # unique cluster-wide: prefixed by its node
     assert view.count == {"peers": 2, "connections": 2}
@@ -125,7 +127,7 @@ async def test_killed_node_peers_leave_once_in_one_diff_on_every_node(
         assert {entry["reason"] for entry in left.values()} == {Reason.NODE_GONE}
         assert watcher.view.count == {"peers": 2, "connections": 2}
         assert_sound(watcher)
-    print(f"node SIGKILL -> leave diff on both survivors: {told:.2f} s (node timeout 1.5 s)")
+    print(f"node SIGKILL -> leave diff on both survivors: {told:.3f} s (node timeout 1.5 s)")
 
 
 async def test_redis_down_states_are_partial_then_whole_again(
