@@ -24,8 +24,8 @@ NODE_BOUND = NODE_TIMEOUT + SYNC_INTERVAL + 5.0
 
 
 async def test_each_node_counts_the_nodes_it_sees(start_node: StartNode) -> None:
-    a = await start_node("a", "--metrics")
-    b = await start_node("b", "--metrics")
+    a = await start_node("a", "--metrics", "--notify", "both")  # peer_gone, heard below
+    b = await start_node("b", "--metrics", "--notify", "both")
     watcher = await a.client()
     leaver = await b.client()
     with anyio.fail_after(NODE_BOUND):
