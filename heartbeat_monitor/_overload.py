@@ -28,7 +28,9 @@ that queues them, and that queue's age is no pass of the loop the probe can time
 A transport that sees a message's age when it is taken from such a queue reports it
 to :meth:`observe_wait` (Socket.IO's server does: the age of each message in
 uvicorn's queue); the stretch then covers that age plus the current lag (the path
-the message still has to go), and :attr:`max_wait` shows the highest.
+the message still has to go), shedding counts the longest wait between two of
+its measures as a lag (queueing shows before the loop's own lag does), and
+:attr:`max_wait` shows the highest.
 
 **Stretch** (local health). At each check, deadlines are moved later by
 ``stretch = min(lag_factor * recent_lag, max_stretch)``, where ``recent_lag`` is
@@ -104,6 +106,7 @@ class OverloadGuard:
         "_recent",
         "_refused_at_start",
         "_shedding_since",
+        "_waited",
         "lag",
         "lag_factor",
         "log_every",
@@ -196,6 +199,8 @@ class OverloadGuard:
         self._quiet_since: float | None = None
         self._refused_at_start = 0
         self._last_log = -math.inf
+        #: The longest wait timed since the last shedding measure.
+        self._waited = 0.0
 
     # -- measuring -------------------------------------------------------------------------
 
@@ -215,7 +220,10 @@ class OverloadGuard:
             recent.pop()
         recent.append((now, lag))
         if shed:
-            self._shed(lag, now)
+            # The longest wait timed since the last measure counts as much as the lag:
+            # messages queueing is overload too, seen before the loop's own lag shows it.
+            waited, self._waited = self._waited, 0.0
+            self._shed(max(lag, waited), now)
         lagging = self.recover_lag is not None and lag > self.recover_lag
         if lagging and now - self._last_log >= self.log_every:
             self._last_log = now
@@ -232,11 +240,15 @@ class OverloadGuard:
     def observe_wait(self, wait: float, now: float) -> None:
         """A message was taken from its connection's queue ``wait`` seconds after it was read.
 
-        For the stretch only: the message still goes the path the probe times, so
-        the stretch covers ``wait`` plus the current lag. Cheap (it runs per message).
+        The message still goes the path the probe times, so the stretch covers
+        ``wait`` plus the current lag. For shedding, the next measure of the lag
+        counts as the longest wait since the last one, if that is longer. Cheap (it
+        runs per message).
         """
         self.wait = wait
         self.waits += 1
+        if wait > self._waited:
+            self._waited = wait
         if wait > self.max_wait:
             self.max_wait = wait
         age = wait + self.lag

@@ -59,3 +59,24 @@ async def test_socketio_server_reports_each_messages_wait(start_server: StartSer
             await anyio.sleep(0.05)
     assert client.sio.connected
     assert 0 <= guard.max_wait <= guard.max_lag
+
+
+def test_waits_past_shed_lag_shed_before_the_lag_shows_it():
+    guard = OverloadGuard(2.0, shed_lag=0.25)
+    now = 0.0
+    while now < 0.45:  # messages wait 0.5 s while the loop itself is quick
+        guard.observe_wait(0.5, now)
+        guard.observe(0.01, now)
+        now = round(now + 0.1, 3)
+    assert not guard.shedding  # not yet: most measures for shed_after (0.5 s)
+    while now < 1.25:
+        guard.observe_wait(0.5, now)
+        guard.observe(0.01, now)
+        now = round(now + 0.1, 3)
+    assert guard.shedding
+    assert guard.lag == 0.01
+    while guard.shedding and now < 5:  # the waits stop: most measures quiet for 1 s
+        guard.observe(0.01, now)
+        now = round(now + 0.1, 3)
+    assert not guard.shedding
+    assert now >= 1.25 + guard.recover_after
