@@ -109,10 +109,13 @@ async def test_silent_client_announced_on_every_node_then_a_killed_node_once(
 async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: RedisServer) -> None:
     nodes = await start_nodes(start_node, "a", "b", "c", extra=PEER_GONE)
     a, b, _ = nodes
-    clients = {node.name: [await node.client(), await node.client()] for node in nodes}
+    before = {node.name: await node.watcher() for node in nodes}
+    clients = {node.name: [before[node.name].client, await node.client()] for node in nodes}
     everyone = {client.sid: {name} for name, pair in clients.items() for client in pair}
     first = [client for pair in clients.values() for client in pair]
     await wait_presence(a, clients["a"][0], everyone, within=5)
+    for presence in before.values():  # every node's presence holds every node's peers
+        await presence.until(lambda view: view.peers.keys() == everyone.keys())
 
     await redis_server.stop()
     outage = anyio.current_time()
@@ -125,7 +128,8 @@ async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: R
         assert fenced["peers"] == 2
     # New connections are served locally meanwhile: a client silent now is announced on
     # its node at once.
-    fresh = {node.name: await node.client() for node in nodes}
+    watching = {node.name: await node.watcher() for node in nodes}
+    fresh = {name: presence.client for name, presence in watching.items()}
     silent_in_outage = await a.client(beat=False)
     lost = {"peer": silent_in_outage.sid, "reason": "heartbeat timeout"}
     assert await fresh["a"].peer_gone.wait(1, within=INTERVAL * MISSES + SLACK) == [lost]
@@ -161,6 +165,20 @@ async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: R
         raise
     for client in fresh.values():
         await assert_no_more(client, len(expected), within=SYNC_INTERVAL * 4)
+    # Presence said so too: each fresh client was told, in a state marked partial, the other
+    # nodes' peers as last read; then, once, that they left ("node isolated"), and a state
+    # whole again. Its own node's fenced peers it never saw; the one lost in the outage was
+    # never written to Redis: nobody else saw it either.
+    for name, presence in watching.items():
+        view = presence.view
+        assert presence.of("presence_state")[0]["partial"] is True
+        assert not view.partial
+        others = sorted(
+            client.sid for other, pair in clients.items() if other != name for client in pair
+        )
+        gone = [(peer, reason) for peer, reason in view.left if peer != lost["peer"]]
+        assert sorted(gone) == [(peer, "node isolated") for peer in others]
+        assert view.errors == []
 
     # Cross-node notifications work again (the listeners re-subscribed).
     silent = await b.client(beat=False)
