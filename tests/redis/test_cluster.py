@@ -451,8 +451,11 @@ async def test_a_gap_in_a_nodes_changes_is_mended_by_a_full_read(
     first = [await n2.client(), await n2.client()]
 
     async def n1_knows(clients: list[Client]) -> bool:
-        return n1.cluster.last_known("n2") == {client.sid for client in clients}
+        sids = {client.sid for client in clients}  # in its copy, and in its roster's presence
+        return n1.cluster.last_known("n2") == sids == set(n1.adapter.hub.presence("peers"))
 
+    left: list[Any] = []
+    n1.adapter.hub.on_leave(left.append)
     await until(lambda: n1_knows(first))
     reads = n1.cluster.stats.full_reads
     # An entry that skips a number (as if one had been trimmed away unread), claiming a peer
@@ -463,15 +466,23 @@ async def test_a_gap_in_a_nodes_changes_is_mended_by_a_full_read(
         entries: Any = await redis.xrevrange(changes, count=1)
         [(_, last)] = entries
         seq = json.loads(last[b"d"])["seq"]
-        entry = {"seq": seq + 2, "reset": False, "set": {json.dumps("ghost"): "[]"}, "del": []}
+        entry = {
+            "seq": seq + 2,
+            "reset": False,
+            "set": {json.dumps("ghost"): "[]"},
+            "del": [],
+            "put": {json.dumps(["peers", "x.1"]): json.dumps(["ghost", {}])},
+        }
         await redis.xadd(changes, {"d": json.dumps(entry)})
     finally:
         await redis.aclose()
     await until(lambda: _more_full_reads(n1.cluster, reads))
     assert "ghost" not in n1.cluster.last_known("n2")
+    assert "ghost" not in n1.adapter.hub.presence("peers")
     later = await n2.client()
     await until(lambda: n1_knows([*first, later]))
     assert "ghost" not in n1.cluster.last_known("n2")
+    assert left == []  # the full read told nothing of the peers it already showed
 
 
 async def _more_full_reads(cluster: RedisCluster, than: int) -> bool:
