@@ -362,11 +362,11 @@ class Roster:
             out = self._book.flush_room(entry, partial=self._partial)
             if out.diff is not None:
                 sent += 1
-                told += entry.connections
+                told += entry.connections - entry.remote  # this node's, not a cluster's
                 if self.tell:
                     self._say("presence_diff", out.diff)
             if out.state is not None and self.tell:
-                told += len(out.owed) if out.owed else entry.connections
+                told += len(out.owed) if out.owed else entry.connections - entry.remote
                 self._say("presence_state", out.state, out.owed)
             for event in out.events:
                 joined = isinstance(event, PeerJoined)

@@ -115,13 +115,25 @@ def seconds(name: str, value: object, *, zero: bool) -> float:
 
 @final
 class Room:
-    __slots__ = ("connections", "members", "name", "owed", "prior", "reasons", "restate", "seq")
+    __slots__ = (
+        "connections",
+        "members",
+        "name",
+        "owed",
+        "prior",
+        "reasons",
+        "remote",
+        "restate",
+        "seq",
+    )
 
     def __init__(self, name: Hashable) -> None:
         self.name = name
         #: peer -> conn -> meta: who is present now (held slots included).
         self.members: dict[Hashable, dict[str, Meta]] = {}
         self.connections = 0
+        #: Of those, other nodes' (a cluster's): present, but not this node's to tell.
+        self.remote = 0
         #: The number of the last diff sent.
         self.seq = 0
         #: peer -> its metas as the clients last saw them (``None``: absent); this window.
@@ -226,6 +238,8 @@ class Book:
             metas = entry.members[peer] = {}
         if conn not in metas:
             entry.connections += 1
+            if not conn.startswith(self.local):
+                entry.remote += 1
         metas[conn] = meta
         if self.on_change is not None and conn.startswith(self.local):
             self.on_change(
@@ -248,6 +262,8 @@ class Book:
             entry.reasons[peer] = reason
         del metas[conn]
         entry.connections -= 1
+        if not conn.startswith(self.local):
+            entry.remote -= 1
         if not metas:
             del entry.members[peer]
         if not tell:

@@ -170,12 +170,18 @@ class Node:
         self.process.send_signal(signal.SIGKILL)
 
 
+class Seen(View):
+    """A :class:`View` that has had its first state (:meth:`Presence.until` waits for it)."""
+
+    peers: dict[str, list[dict[str, Any]]]  # None only before its first state
+
+
 class Presence:
     """What one client is told of one room's presence: every message, and its :class:`View`."""
 
     def __init__(self, client: Client, room: str = "peers") -> None:
         self.client = client
-        self.view = View(room)
+        self.view = Seen(room)
         #: ``(event, message)`` in arrival order.
         self.messages = Changes()
         for event in ("presence_state", "presence_diff"):
@@ -191,7 +197,7 @@ class Presence:
     def of(self, event: str) -> list[dict[str, Any]]:
         return [message for name, message in self.messages.items if name == event]
 
-    async def until(self, condition: Callable[[View], bool], within: float = 5.0) -> View:
+    async def until(self, condition: Callable[[Seen], bool], within: float = 5.0) -> Seen:
         """Wait (bounded) until ``condition(view)`` holds after some message."""
         with anyio.fail_after(within):
             while not (self.view.peers is not None and condition(self.view)):

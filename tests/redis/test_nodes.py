@@ -176,8 +176,8 @@ async def test_redis_down_for_ten_seconds(start_node: StartNode, redis_server: R
         others = sorted(
             client.sid for other, pair in clients.items() if other != name for client in pair
         )
-        gone = [(peer, reason) for peer, reason in view.left if peer != lost["peer"]]
-        assert sorted(gone) == [(peer, "node isolated") for peer in others]
+        isolated = [(peer, reason) for peer, reason in view.left if peer != lost["peer"]]
+        assert sorted(isolated) == [(peer, "node isolated") for peer in others]
         assert view.errors == []
 
     # Cross-node notifications work again (the listeners re-subscribed).
