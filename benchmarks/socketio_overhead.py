@@ -16,18 +16,36 @@ The denominator leaves out websocket framing, engine.io decoding and uvicorn,
 so the overhead ratio printed here is an upper bound of the end-to-end one
 (``benchmarks/_socketio_e2e.py`` measures that with real clients).
 
+``--memory``: bytes per connection the adapter adds to a plain python-socketio
+server (tracemalloc). N sessions are connected through engine.io's own
+``connect`` and ``message`` handlers (the adapter's wrappers included), on a
+real ``socketio.AsyncServer`` with and without a :class:`SocketIOAdapter`
+(default options); the engine.io socket stand-ins and sid strings are made
+before the measured window, and presence flushes settle before the end. The
+difference of the two, per connection, is the adapter's cost; the part of it
+allocated by the core tracker (``_tracker.py``, ``_sweep.py``, ``_wheel.py``)
+is shown apart, as issue 15 budgets it apart (<= 64 B). Dict tables grow by
+doubling, so a per-entry cost depends on N: several N are measured.
+
+``--e2e``: one real server (uvicorn, websockets) and real clients, plain
+python-socketio and the adapter in turn (ABBA), server CPU per heartbeat.
+
     python -m benchmarks.socketio_overhead [--clients 1000] [--rounds 30] [--repeat 7]
+    python -m benchmarks.socketio_overhead --memory [--sizes 10000,14000,20000]
+    python -m benchmarks.socketio_overhead --e2e
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
+import tracemalloc
 from types import SimpleNamespace
 from typing import Any
 
-__all__ = ("measure",)
+__all__ = ("measure", "memory")
 
 _MODES = ("plain", "adapter", "adapter+handler")
 
@@ -102,6 +120,87 @@ def measure(*, clients: int = 1000, rounds: int = 30, repeat: int = 7) -> dict[s
         "adapter_vs_plain": best["adapter"] / best["plain"] - 1,
         "adapter_plus_handler_vs_plain": best["adapter+handler"] / best["plain"] - 1,
     }
+
+
+_TRACKER_FILES = (
+    "*/heartbeat_monitor/_tracker.py",
+    "*/heartbeat_monitor/_sweep.py",
+    "*/heartbeat_monitor/_wheel.py",
+)
+
+
+async def _memory(mode: str, clients: int) -> tuple[int, int]:
+    """Bytes traced while ``clients`` sessions connect (all, and the tracker's part)."""
+    import socketio
+    import structlog
+
+    from heartbeat_monitor_socketio import SocketIOAdapter
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    sio = socketio.AsyncServer(async_mode="asgi", async_handlers=False)
+
+    async def no_send(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    sio._send_packet = no_send
+
+    @sio.on("heartbeat")  # type: ignore[untyped-decorator]
+    async def heartbeat(sid: str, *args: Any) -> None:
+        return None
+
+    adapter = None
+    if mode == "adapter":
+        adapter = SocketIOAdapter(sio, interval=60, misses=2)
+        await adapter.__aenter__()
+    eio = sio.eio
+
+    async def connect(eio_sid: str) -> None:
+        # As engine.io does: its handlers, so that the adapter's wrappers run.
+        eio.sockets[eio_sid] = SimpleNamespace(closed=False, closing=False)
+        await eio.handlers["connect"](eio_sid, {})
+        await eio.handlers["message"](eio_sid, "0")
+
+    for index in range(100):  # warm-up: first-use allocations are not per connection
+        await connect(f"warm{index:05d}")
+    eio_sids = [f"eio{index:07d}" for index in range(clients)]
+    await asyncio.sleep(0.2)
+    gc.collect()
+    tracemalloc.start(1)  # the allocating line: enough to tell the tracker's
+    try:
+        before = tracemalloc.take_snapshot()
+        for eio_sid in eio_sids:
+            await connect(eio_sid)
+        await asyncio.sleep(0.2)  # presence flushes (if any) settle
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    total = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    only = [tracemalloc.Filter(True, pattern) for pattern in _TRACKER_FILES]
+    tracker = sum(
+        stat.size_diff
+        for stat in after.filter_traces(only).compare_to(before.filter_traces(only), "filename")
+    )
+    if adapter is not None:
+        assert len(adapter) == clients + 100
+        await adapter.__aexit__(None, None, None)
+    return total, tracker
+
+
+def memory(sizes: tuple[int, ...] = (10_000, 14_000, 20_000)) -> dict[str, Any]:
+    """Bytes per connection the adapter adds to plain python-socketio, at each size."""
+    rows: dict[str, Any] = {}
+    for clients in sizes:
+        plain, _ = asyncio.run(_memory("plain", clients))
+        adapter, tracker = asyncio.run(_memory("adapter", clients))
+        rows[str(clients)] = {
+            "plain_B": plain / clients,
+            "adapter_B": adapter / clients,
+            "added_B": (adapter - plain) / clients,
+            "tracker_B": tracker / clients,
+            "added_without_tracker_B": (adapter - plain - tracker) / clients,
+        }
+    return rows
 
 
 async def _e2e(clients: int, windows: int, window: float) -> dict[str, list[float]]:
@@ -179,7 +278,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also: a real server and clients, plain python-socketio and the adapter in turn",
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="only: bytes per connection (tracemalloc)"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: tuple(int(x) for x in text.split(",")),
+        default=(10_000, 14_000, 20_000),
+        help="connection counts for --memory",
+    )
     args = parser.parse_args(argv)
+    if args.memory:
+        print(
+            "connections | plain python-socketio B | with adapter B | added B | "
+            "of which tracker B | added without tracker B"
+        )
+        for clients, row in memory(args.sizes).items():
+            print(
+                f"{int(clients):>11,} | {row['plain_B']:23.0f} | {row['adapter_B']:14.0f} | "
+                f"{row['added_B']:7.0f} | {row['tracker_B']:18.0f} | "
+                f"{row['added_without_tracker_B']:23.0f}"
+            )
+        return 0
     if args.e2e:
         e2e = asyncio.run(_e2e(min(args.clients, 300), windows=12, window=3.0))
         for mode, (median, *values) in e2e.items():

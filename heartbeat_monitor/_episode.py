@@ -6,7 +6,7 @@ The types a transport and an application see; the decisions are in :mod:`._hub`.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol, final
 
@@ -140,35 +140,72 @@ class Episode:
 
     Hashed by identity, so a peer that comes back never shares state with its
     previous episode. Once ended it holds no connection.
+
+    Memory (issue 15): an episode of one connection, the usual case, holds that
+    :class:`Link` itself rather than a list of one (:attr:`links` is a tuple
+    made on reading); two or more are a tuple.
     """
 
-    __slots__ = ("expiry", "links", "number", "peer", "reason", "shared")
+    __slots__ = ("_links", "expiry", "number", "peer", "reason", "shared")
 
     def __init__(self, peer: Hashable, number: int, *, shared: bool) -> None:
         self.peer = peer
         self.number = number
         self.shared = shared
-        #: The open connections of this episode.
-        self.links: list[Link] = []
+        self._links: Link | tuple[Link, ...] = ()
         #: The reason it ended, once it has.
         self.reason: str | None = None
         #: The reason it ends with if the monitor expires it (see :meth:`PeerHub.retime`).
         self.expiry: str = Reason.HEARTBEAT_TIMEOUT
 
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """The open connections of this episode (a snapshot)."""
+        links = self._links
+        return (links,) if type(links) is Link else links
+
+    @links.setter
+    def links(self, links: Iterable[Link]) -> None:
+        links = tuple(links)
+        self._links = links[0] if len(links) == 1 else links
+
+    def add(self, link: Link) -> None:
+        """``link`` is a connection of this episode now."""
+        links = self._links
+        self._links = link if links == () else (*self.links, link)
+
+    def discard(self, link: Link) -> None:
+        """``link`` is no longer a connection of this episode."""
+        self.links = [other for other in self.links if other is not link]
+
+    def has(self, link: Link) -> bool:
+        """Whether ``link`` is one of this episode's open connections."""
+        links = self._links
+        return links is link or (type(links) is tuple and link in links)
+
     def __repr__(self) -> str:
         return f"Episode({self.peer!r}, {self.number})"
 
 
+#: "Never beat": the ``last_beat`` of a new link (one float shared by all).
+_NEVER: Final = -math.inf
+
+
 @final
 class Link:
-    """One connection of an episode: what a transport holds and hands back to the hub."""
+    """One connection of an episode: what a transport holds and hands back to the hub.
+
+    Memory (issue 15): no per-link object is made until it is needed; the
+    presence meta of a connection without fields of its own is built on its
+    first reading (when it enters a watched room).
+    """
 
     __slots__ = (
+        "_meta",
         "conn",
         "connection",
         "episode",
         "last_beat",
-        "meta",
         "over",
         "rooms",
         "window_count",
@@ -180,8 +217,7 @@ class Link:
         self.episode = episode
         #: This connection's presence ref (the ``"conn"`` of its metas), given by the roster.
         self.conn = ""
-        #: Its presence meta: ``{"conn": ..., **the user's fields}`` (replaced, never mutated).
-        self.meta: Mapping[str, object] = {}
+        self._meta: Mapping[str, object] | None = None
         #: The rooms this connection is in (``None``: none yet).
         self.rooms: set[Hashable] | None = None
         self.window_start = now
@@ -189,7 +225,19 @@ class Link:
         #: Consecutive one-second windows over ``max_rate`` so far.
         self.over = 0
         #: When this connection's last counted beat was (for ``min_beat_gap``).
-        self.last_beat = -math.inf
+        self.last_beat = _NEVER
+
+    @property
+    def meta(self) -> Mapping[str, object]:
+        """Its presence meta: ``{"conn": ..., **the user's fields}`` (replaced, never mutated)."""
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = {"conn": self.conn}
+        return meta
+
+    @meta.setter
+    def meta(self, meta: Mapping[str, object]) -> None:
+        self._meta = meta
 
     @property
     def peer(self) -> Hashable:
@@ -198,7 +246,8 @@ class Link:
     @property
     def ended(self) -> bool:
         """Whether this link no longer beats for its episode."""
-        return self.episode.reason is not None or self not in self.episode.links
+        episode = self.episode
+        return episode.reason is not None or not episode.has(self)
 
     def __repr__(self) -> str:
         return f"Link({self.episode.peer!r}, {self.connection.transport})"

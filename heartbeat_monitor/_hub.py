@@ -137,13 +137,13 @@ class PeerHub(HubState):
                 self.refuse_input(connection.transport, "peer id in use", peer=peer)
                 return None
             link = Link(connection, episode, now)
-            episode.links.append(link)
+            episode.add(link)
             self.monitor.beat(episode)
         else:
             self._number += 1
             episode = Episode(peer, self._number, shared=shared)
             link = Link(connection, episode, now)
-            episode.links.append(link)
+            episode.add(link)
             self._episodes[peer] = episode
             self.monitor.track(episode, timeout=self._timeout)
             _logger.debug(
@@ -220,10 +220,10 @@ class PeerHub(HubState):
         The episode ends with ``reason`` when this was its last connection.
         """
         episode = link.episode
-        if episode.reason is not None or link not in episode.links:
+        if episode.reason is not None or not episode.has(link):
             return False
         if len(episode.links) > 1:
-            episode.links.remove(link)
+            episode.discard(link)
             self.roster.drop(link, reason, grace=True)
             return True
         return self._end(episode, reason, detail=detail)
@@ -236,13 +236,13 @@ class PeerHub(HubState):
         peer is told the whole reason.
         """
         episode = link.episode
-        if episode.reason is not None or link not in episode.links:
+        if episode.reason is not None or not episode.has(link):
             return
         connection = link.connection
         self.refuse_input(connection.transport, reason, peer=episode.peer)
         told = f"refused: {reason}"
         if len(episode.links) > 1:
-            episode.links.remove(link)
+            episode.discard(link)
             self.roster.drop(link, Reason.refused(reason), grace=False)
         else:
             self._end(episode, Reason.refused(reason), detail=reason, close=False)
@@ -369,7 +369,7 @@ class PeerHub(HubState):
         if self._episodes.get(episode.peer) is episode:
             del self._episodes[episode.peer]
         self.gone[reason] += 1
-        links, episode.links = episode.links, []
+        links, episode.links = episode.links, ()
         rooms: set[Hashable] = set()
         connections: list[Connection] = []
         for link in links:

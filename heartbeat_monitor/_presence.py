@@ -260,7 +260,8 @@ class Roster:
             self._next += 1
             conn = f"{self._prefix}{self._next}"
         link.conn = conn
-        link.meta = {"conn": conn, **fields}
+        if fields:  # else ``{"conn": conn}``, made when first read (memory: issue 15)
+            link.meta = {"conn": conn, **fields}
 
     def add(self, link: Link, room: Hashable) -> None:
         """``link`` entered ``room``: present there; owed a state at the next flush."""
