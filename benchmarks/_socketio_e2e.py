@@ -1,41 +1,61 @@
-"""Socket.IO end to end: server CPU per heartbeat, with and without the adapter.
+"""Socket.IO end to end: plain python-socketio and the adapter, two real servers side by side.
 
-Three processes on loopback: the parent (this module's :func:`measure`), a
-server (python-socketio under uvicorn) and a client process running many
-python-socketio clients that each emit ``heartbeat`` every ``interval``. The
-server is either *plain* (a handler that writes ``last_seen[sid] =
-time.monotonic()``, the article's receiving side) or runs the
-``SocketIOAdapter``. The parent reads the server process's CPU time (psutil)
-over a window in which the clients count the beats they send; the figure is
-server CPU seconds per beat, and the ratio of the two modes. Modes alternate
-(plain, adapter, plain, adapter, ...) so machine noise hits both alike.
+Each server is its own process, as a user would run it: ``socketio.AsyncServer``
+under the same ``uvicorn.Server`` configuration, same engine.io settings
+(defaults); ``plain`` has an ``async def heartbeat(sid, *args)`` handler that
+only counts (an int increment), ``adapter`` has no handler of its own and a
+:class:`~heartbeat_monitor_socketio.SocketIOAdapter` (default options) reads the
+beats. Clients are the official socket.io-client (``tests/js/load.mjs``, one
+Node process per server, the same count), each beating once a second.
 
-Run a side alone with ``python -m benchmarks._socketio_e2e server plain|adapter``
-or ``... clients URL COUNT INTERVAL WARMUP WINDOW``.
+:func:`measure` runs both servers **at the same time**, under the same load, and
+samples both over the same windows (sampling order alternating, ABBA): server
+CPU time (user + system, the whole process) per heartbeat received, and their
+ratio per window. Both share the machine's two cores with the clients, so a
+window in which the machine is busy is busy for both.
+
+:func:`capacity` finds, for each server alone, the most clients at 1 beat/s it
+holds with a median beat lateness under 50 ms. A beat waits in the server for
+the event loop as long as a timer does: the lateness is measured by a probe
+task in the server (``asyncio.sleep(0.01)`` in a loop, how late it wakes),
+sampled while every client beats.
+
+Run one server alone with ``python -m benchmarks._socketio_e2e server plain|adapter``
+(it prints its port, then answers each ``sample`` line on stdin with a JSON line);
+``... clients URL COUNT INTERVAL WARMUP WINDOW`` runs python-socketio clients
+(``benchmarks._metrics_cost`` uses them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import json
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
-__all__ = ("available", "measure")
+from .overload import most
 
-_INTERVAL = 1.0
+__all__ = ("available", "capacity", "measure")
+
+JS = Path(__file__).resolve().parents[1] / "tests" / "js"
+MODES = ("plain", "adapter")
+_PROBE = 0.01
 
 
 def available() -> bool:
+    """Whether Node, the JS client and the adapter are here."""
     try:
-        importlib.import_module("heartbeat_monitor_socketio")
-        importlib.import_module("psutil")
+        import heartbeat_monitor_socketio  # noqa: F401
     except ImportError:
         return False
-    return True
+    return shutil.which("node") is not None and (JS / "node_modules" / "socket.io-client").is_dir()
 
 
 async def _serve(mode: str) -> None:
@@ -49,28 +69,221 @@ async def _serve(mode: str) -> None:
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
-    print(sock.getsockname()[1], flush=True)
+    beats = 0
+    lags: list[float] = []
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(_PROBE)
+            lags.append(loop.time() - start - _PROBE)
+
+    def count() -> int:
+        return beats if adapter is None else adapter.stats.beats
+
+    def sample() -> None:
+        nonlocal lags
+        taken, lags = lags, []
+        print(
+            json.dumps(
+                {
+                    "beats": count(),
+                    "cpu": time.process_time(),  # user + system, ns resolution (not ticks)
+                    "peers": len(sio.manager.rooms.get("/", {}).get(None, {})),
+                    "lag_median": statistics.median(taken) if taken else None,
+                    "lag_max": max(taken, default=None),
+                }
+            ),
+            flush=True,
+        )
+
+    adapter = None
     if mode == "plain":
-        last_seen: dict[str, float] = {}
-        monotonic = time.monotonic
 
         @sio.on("heartbeat")  # type: ignore[untyped-decorator]
         async def heartbeat(sid: str, *args: Any) -> None:
-            last_seen[sid] = monotonic()
+            nonlocal beats
+            beats += 1
 
-        await server.serve(sockets=[sock])
-        return
-    from heartbeat_monitor_socketio import SocketIOAdapter
+    else:
+        import structlog
 
-    from ._contenders import quiet_structlog
+        from heartbeat_monitor_socketio import SocketIOAdapter
 
-    quiet_structlog()
-    adapter = SocketIOAdapter(sio, interval=_INTERVAL, misses=2, min_beat_gap=0.0)
-    async with adapter:
-        await server.serve(sockets=[sock])
+        structlog.configure(  # stdout is for the samples
+            wrapper_class=structlog.make_filtering_bound_logger(30),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
+        adapter = SocketIOAdapter(sio, interval=1.0, misses=5)
+    loop = asyncio.get_running_loop()
+
+    def command() -> None:
+        if sys.stdin.readline():
+            sample()
+
+    loop.add_reader(sys.stdin.fileno(), command)
+    print(sock.getsockname()[1], flush=True)
+    tasks = [asyncio.ensure_future(probe())]
+    try:
+        if adapter is None:
+            await server.serve(sockets=[sock])
+        else:
+            async with adapter:
+                await server.serve(sockets=[sock])
+    finally:
+        tasks[0].cancel()
+
+
+class _Server:
+    """One server process (``plain`` or ``adapter``); :meth:`sample` asks it for its figures."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._socketio_e2e", "server", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self.process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def ask(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("sample\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        result: dict[str, Any] = json.loads(self.process.stdout.readline())
+        return result
+
+    def sample(self) -> dict[str, Any]:
+        self.ask()
+        return self.answer()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _load(url: str, clients: int, duration: float) -> subprocess.Popen[str]:
+    node = shutil.which("node")
+    assert node is not None
+    rate = max(200, clients // 4)
+    args = [node, str(JS / "load.mjs"), f"--url={url}", f"--clients={clients}", "--interval=1"]
+    args += [f"--rate={rate}", f"--duration={duration}"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+
+def _settle(servers: list[_Server], clients: int, limit: float = 60.0) -> None:
+    """Wait until every server has ``clients`` connections (or ``limit`` seconds)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if all(server.sample()["peers"] >= clients for server in servers):
+            return
+        time.sleep(0.5)
+
+
+def measure(*, clients: int = 500, windows: int = 8, window: float = 4.0) -> dict[str, Any]:
+    """Both servers at once under ``clients`` each: CPU per beat and the ratio, per window."""
+    servers = [_Server(mode) for mode in MODES]
+    loads: list[subprocess.Popen[str]] = []
+    try:
+        duration = 90 + windows * window
+        loads = [_load(server.url, clients, duration) for server in servers]
+        _settle(servers, clients)
+        time.sleep(3.0)  # every client beating at its own phase
+        per: dict[str, list[float]] = {mode: [] for mode in MODES}
+        ratios: list[float] = []
+        lags: dict[str, list[float]] = {mode: [] for mode in MODES}
+        order = list(servers)
+        before = {server.mode: server.sample() for server in order}
+        for index in range(windows):
+            time.sleep(window)
+            order = order if index % 2 == 0 else order[::-1]  # ABBA sampling order
+            after = {server.mode: server.sample() for server in order}
+            for mode in MODES:
+                beats = after[mode]["beats"] - before[mode]["beats"]
+                cpu = after[mode]["cpu"] - before[mode]["cpu"]
+                per[mode].append(cpu / max(1, beats) * 1e6)
+                if after[mode]["lag_median"] is not None:
+                    lags[mode].append(after[mode]["lag_median"] * 1000)
+            ratios.append(per["adapter"][-1] / per["plain"][-1])
+            before = after
+    finally:
+        for load in loads:
+            load.kill()
+            load.wait()
+        for server in servers:
+            server.stop()
+    return {
+        "clients_per_server": clients,
+        "windows": windows,
+        "window_s": window,
+        "us_per_beat": {mode: statistics.median(values) for mode, values in per.items()},
+        "us_per_beat_windows": per,
+        "ratio_median": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "loop_lag_median_ms": {
+            mode: statistics.median(values) if values else None for mode, values in lags.items()
+        },
+    }
+
+
+def _holds(mode: str, clients: int, limit: float, seconds: float) -> dict[str, Any]:
+    """One server alone offered ``clients``: connected, and its probe's lateness while beating."""
+    server = _Server(mode)
+    load = _load(server.url, clients, 60 + seconds)
+    try:
+        _settle([server], clients, limit=45.0)
+        time.sleep(3.0)
+        server.sample()
+        first = server.sample()
+        time.sleep(seconds)
+        last = server.sample()
+    finally:
+        load.kill()
+        load.wait()
+        server.stop()
+    lag = last["lag_median"]
+    beats = last["beats"] - first["beats"]
+    return {
+        "clients": clients,
+        "connected": last["peers"],
+        "beats_per_s": round(beats / seconds),
+        "lag_median_ms": None if lag is None else round(lag * 1000, 1),
+        "lag_max_ms": None if last["lag_max"] is None else round(last["lag_max"] * 1000, 1),
+        "held": last["peers"] >= clients and lag is not None and lag < limit,
+    }
+
+
+def capacity(
+    *, start: int = 1000, step: int = 250, limit: float = 0.05, seconds: float = 8.0
+) -> dict[str, Any]:
+    """Per mode: the most clients at 1 beat/s held with median lateness < ``limit``."""
+    found: dict[str, Any] = {}
+    for mode in MODES:
+        runs: list[dict[str, Any]] = []
+
+        def holds(clients: int, mode: str = mode, runs: list[dict[str, Any]] = runs) -> bool:
+            outcome = _holds(mode, clients, limit, seconds)
+            runs.append(outcome)
+            print(f"  {mode} {json.dumps(outcome)}", file=sys.stderr, flush=True)
+            return bool(outcome["held"])
+
+        found[mode] = {"capacity": most(holds, start, step), "runs": runs}
+    return found
 
 
 async def _clients(url: str, count: int, interval: float, warmup: float, window: float) -> None:
+    """python-socketio clients beating (``benchmarks._metrics_cost`` uses them)."""
     import socketio
 
     from heartbeat_monitor_socketio import HeartbeatClient
@@ -96,82 +309,10 @@ async def _clients(url: str, count: int, interval: float, warmup: float, window:
     await asyncio.gather(*(client.disconnect() for client in clients), return_exceptions=True)
 
 
-def _one(mode: str, clients: int, warmup: float, window: float) -> dict[str, float]:
-    psutil = importlib.import_module("psutil")
-    python = sys.executable
-    server = subprocess.Popen(
-        [python, "-m", "benchmarks._socketio_e2e", "server", mode],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        time.sleep(0.5)
-        crowd = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "benchmarks._socketio_e2e",
-                "clients",
-                f"http://127.0.0.1:{port}",
-                str(clients),
-                str(_INTERVAL),
-                str(warmup),
-                str(window),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert crowd.stdout is not None
-        process = psutil.Process(server.pid)
-        if crowd.stdout.readline().strip() != "connected":
-            raise RuntimeError("the Socket.IO clients failed to connect")
-        _, sent_start = crowd.stdout.readline().split()
-        cpu_start, wall_start = sum(process.cpu_times()[:2]), time.perf_counter()
-        _, sent_end = crowd.stdout.readline().split()
-        cpu_end, wall_end = sum(process.cpu_times()[:2]), time.perf_counter()
-        crowd.wait(timeout=60)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    beats = int(sent_end) - int(sent_start)
-    return {
-        "beats": beats,
-        "server_cpu_s": cpu_end - cpu_start,
-        "window_s": wall_end - wall_start,
-        "server_cpu_us_per_beat": (cpu_end - cpu_start) / max(1, beats) * 1e6,
-    }
-
-
-def measure(*, clients: int, rounds: int, warmup: float = 3.0, window: float = 10.0) -> Any:
-    """Alternate plain and adapter servers ``rounds`` times; the best (lowest) CPU per beat."""
-    runs: dict[str, list[dict[str, float]]] = {"plain": [], "adapter": []}
-    for _ in range(rounds):
-        for mode in runs:
-            runs[mode].append(_one(mode, clients, warmup, window))
-    best = {
-        mode: min(r["server_cpu_us_per_beat"] for r in results) for mode, results in runs.items()
-    }
-    return {
-        "clients": clients,
-        "interval_s": _INTERVAL,
-        "window_s": window,
-        "rounds": rounds,
-        "runs": runs,
-        "plain_us_per_beat": best["plain"],
-        "adapter_us_per_beat": best["adapter"],
-        "ratio": best["adapter"] / best["plain"],
-    }
-
-
 def _main(argv: list[str]) -> None:
-    if argv[0] == "server":
+    if argv[:1] == ["server"]:
         asyncio.run(_serve(argv[1]))
-    elif argv[0] == "clients":
+    elif argv[:1] == ["clients"]:
         url, count, interval, warmup, window = argv[1:6]
         asyncio.run(_clients(url, int(count), float(interval), float(warmup), float(window)))
     else:
@@ -179,4 +320,5 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    threading.current_thread().name = "socketio-e2e"
     _main(sys.argv[1:])

@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +58,7 @@ __all__ = (
     "cpu_share",
     "find_capacity",
     "main",
+    "most",
     "offer",
     "rows",
     "table",
@@ -429,6 +430,11 @@ def find_capacity(
         print(f"  {clients:>6} clients: {json.dumps(outcome.row())}", file=sys.stderr)
         return _serves(outcome, limit)
 
+    return most(ok, start, step), runs
+
+
+def most(ok: Callable[[int], bool], start: int, step: int) -> int:
+    """The largest n with ``ok(n)``, to within ``step``: doubling from ``start``, then bisecting."""
     good, bad = 0, start
     while ok(bad):
         good, bad = bad, bad * 2
@@ -438,7 +444,7 @@ def find_capacity(
             good = middle
         else:
             bad = middle
-    return good, runs
+    return good
 
 
 def rows(

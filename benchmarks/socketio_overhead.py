@@ -16,23 +16,30 @@ The denominator leaves out websocket framing, engine.io decoding and uvicorn,
 so the overhead ratio printed here is an upper bound of the end-to-end one
 (``benchmarks/_socketio_e2e.py`` measures that with real clients).
 
-``--memory``: bytes per connection the adapter adds to a plain python-socketio
-server (tracemalloc). N sessions are connected through engine.io's own
-``connect`` and ``message`` handlers (the adapter's wrappers included), on a
-real ``socketio.AsyncServer`` with and without a :class:`SocketIOAdapter`
-(default options); the engine.io socket stand-ins and sid strings are made
-before the measured window, and presence flushes settle before the end. The
-difference of the two, per connection, is the adapter's cost; the part of it
-allocated by the core tracker (``_tracker.py``, ``_sweep.py``, ``_wheel.py``)
-is shown apart, as issue 15 budgets it apart (<= 64 B). Dict tables grow by
-doubling, so a per-entry cost depends on N: several N are measured.
+``--memory``: bytes per connection the adapter adds to a plain python-socketio server
+(tracemalloc). N sessions are connected through engine.io's own ``connect`` and
+``message`` handlers (the adapter's wrappers included), on a real
+``socketio.AsyncServer`` with and without a :class:`SocketIOAdapter` (default options),
+and each sends one heartbeat a second later; the engine.io socket stand-ins and sid
+strings are made before the measured window, and presence flushes settle before the end.
+The difference of the two, per connection, is the adapter's cost. Issue 15 budgets the
+core tracker apart (<= 64 B): its part is what ``_tracker.py``, ``_sweep.py`` and
+``_wheel.py`` allocate plus the float of the last beat it holds (24 B; the hub reads the
+clock once per beat and its rate window keeps the same float, so that allocation is
+attributed to the hub's line). Dict tables grow by doubling, so a per-entry cost depends
+on N: several N are measured.
 
-``--e2e``: one real server (uvicorn, websockets) and real clients, plain
-python-socketio and the adapter in turn (ABBA), server CPU per heartbeat.
+``--e2e`` and ``--capacity``: two real servers, plain python-socketio and the
+adapter, under socket.io-client load (see ``benchmarks/_socketio_e2e.py``).
+``--switch``: one real server whose adapter is switched on and off every window
+(ABBA), for ``--profile`` (cProfile of each mode, thread CPU time). Its plain
+windows still run the adapter's ASGI receive wrapper (``_limits.py``, bound to
+each websocket when it opens), so its ratio flatters the adapter: ``--e2e`` is
+the figure.
 
     python -m benchmarks.socketio_overhead [--clients 1000] [--rounds 30] [--repeat 7]
     python -m benchmarks.socketio_overhead --memory [--sizes 10000,14000,20000]
-    python -m benchmarks.socketio_overhead --e2e
+    python -m benchmarks.socketio_overhead --e2e | --capacity | --switch [--profile PREFIX]
 """
 
 from __future__ import annotations
@@ -40,8 +47,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import os
 import time
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -122,6 +132,8 @@ def measure(*, clients: int = 1000, rounds: int = 30, repeat: int = 7) -> dict[s
     }
 
 
+#: A float object (the last beat the tracker holds for each peer).
+_FLOAT = 24
 _TRACKER_FILES = (
     "*/heartbeat_monitor/_tracker.py",
     "*/heartbeat_monitor/_sweep.py",
@@ -144,12 +156,14 @@ async def _memory(mode: str, clients: int) -> tuple[int, int]:
 
     sio._send_packet = no_send
 
-    @sio.on("heartbeat")  # type: ignore[untyped-decorator]
-    async def heartbeat(sid: str, *args: Any) -> None:
-        return None
-
     adapter = None
-    if mode == "adapter":
+    if mode == "plain":  # plain python-socketio: a no-op handler; else the adapter reads beats
+
+        @sio.on("heartbeat")  # type: ignore[untyped-decorator]
+        async def heartbeat(sid: str, *args: Any) -> None:
+            return None
+
+    else:
         adapter = SocketIOAdapter(sio, interval=60, misses=2)
         await adapter.__aenter__()
     eio = sio.eio
@@ -170,6 +184,9 @@ async def _memory(mode: str, clients: int) -> tuple[int, int]:
         before = tracemalloc.take_snapshot()
         for eio_sid in eio_sids:
             await connect(eio_sid)
+        await asyncio.sleep(1.0)  # a beat a second later starts a new rate window, as usual
+        for eio_sid in eio_sids:  # and one heartbeat each: the state a beating peer keeps
+            await eio.handlers["message"](eio_sid, '2["heartbeat"]')
         await asyncio.sleep(0.2)  # presence flushes (if any) settle
         gc.collect()
         after = tracemalloc.take_snapshot()
@@ -193,18 +210,27 @@ def memory(sizes: tuple[int, ...] = (10_000, 14_000, 20_000)) -> dict[str, Any]:
     for clients in sizes:
         plain, _ = asyncio.run(_memory("plain", clients))
         adapter, tracker = asyncio.run(_memory("adapter", clients))
+        tracker_b = tracker / clients + _FLOAT
         rows[str(clients)] = {
             "plain_B": plain / clients,
             "adapter_B": adapter / clients,
             "added_B": (adapter - plain) / clients,
-            "tracker_B": tracker / clients,
-            "added_without_tracker_B": (adapter - plain - tracker) / clients,
+            "tracker_B": tracker_b,
+            "added_without_tracker_B": (adapter - plain) / clients - tracker_b,
         }
     return rows
 
 
-async def _e2e(clients: int, windows: int, window: float) -> dict[str, list[float]]:
-    """One real server (uvicorn, websockets), the adapter switched on and off every window."""
+async def _e2e(
+    clients: int, windows: int, window: float, profile: str | None = None
+) -> dict[str, list[float]]:
+    """One real server (uvicorn, websockets), the adapter switched on and off every window.
+
+    ``profile``: also run cProfile over each mode's windows (its figures are then
+    inflated by the profiler; read where the time goes, not how much) and write
+    ``<profile>.<mode>.pstats`` with the number of beats in ``<profile>.<mode>.beats``.
+    """
+    import cProfile
     import statistics
     import sys
 
@@ -225,7 +251,9 @@ async def _e2e(clients: int, windows: int, window: float) -> dict[str, list[floa
         beats += 1
         last_seen[sid] = monotonic()
 
-    adapter = SocketIOAdapter(sio, interval=3600, misses=2, min_beat_gap=0.0)
+    adapter = SocketIOAdapter(sio, interval=100, misses=2, min_beat_gap=0.0)
+    profiles = {mode: cProfile.Profile(time.thread_time) for mode in ("plain", "adapter")}
+    counted = {"plain": 0, "adapter": 0}
     wrapped = (sio._trigger_event, sio.eio.handlers["message"])
     results: dict[str, list[float]] = {"plain": [], "adapter": []}
     async with SocketIOServer(adapter) as server:
@@ -256,15 +284,24 @@ async def _e2e(clients: int, windows: int, window: float) -> dict[str, list[floa
                 # the adapter alone: no application handler for heartbeats.
                 sio._trigger_event, sio.eio.handlers["message"] = wrapped
                 sio.handlers["/"].pop("heartbeat", None)
+            if profile:
+                profiles[mode].enable()
             start_cpu = time.process_time()
             start_beats = beats + adapter.stats.beats
             await asyncio.sleep(window)
             cpu = time.process_time() - start_cpu
             count = beats + adapter.stats.beats - start_beats
+            if profile:
+                profiles[mode].disable()
+            counted[mode] += count
             results[mode].append(cpu / max(1, count) * 1e6)
         sio._trigger_event, sio.eio.handlers["message"] = wrapped
         crowd.kill()
         await crowd.wait()
+    if profile:
+        for mode, profiler in profiles.items():
+            profiler.dump_stats(f"{profile}.{mode}.pstats")
+            Path(f"{profile}.{mode}.beats").write_text(str(counted[mode]))  # noqa: ASYNC240
     return {mode: [statistics.median(values), *values] for mode, values in results.items()}
 
 
@@ -276,7 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--e2e",
         action="store_true",
-        help="also: a real server and clients, plain python-socketio and the adapter in turn",
+        help="only: two real servers (plain, adapter) at once, socket.io-client load, CPU/beat",
+    )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="only: clients at 1 beat/s each server holds with median lateness < 50 ms",
+    )
+    parser.add_argument(
+        "--switch",
+        action="store_true",
+        help="only: one server, the adapter switched on and off (ABBA); see --profile",
     )
     parser.add_argument(
         "--memory", action="store_true", help="only: bytes per connection (tracemalloc)"
@@ -286,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: tuple(int(x) for x in text.split(",")),
         default=(10_000, 14_000, 20_000),
         help="connection counts for --memory",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="with --switch: cProfile each mode's windows into PREFIX.<mode>.pstats",
     )
     args = parser.parse_args(argv)
     if args.memory:
@@ -300,13 +352,41 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['added_without_tracker_B']:23.0f}"
             )
         return 0
+    if args.e2e or args.capacity:
+        from . import _socketio_e2e
+
+        if not _socketio_e2e.available():
+            print("needs node and tests/js/node_modules (cd tests/js && npm ci)")
+            return 1
     if args.e2e:
-        e2e = asyncio.run(_e2e(min(args.clients, 300), windows=12, window=3.0))
+        found = _socketio_e2e.measure(clients=min(args.clients, 500))
+        print(json.dumps(found))
+        for mode, value in found["us_per_beat"].items():
+            windows = " ".join(f"{v:.0f}" for v in found["us_per_beat_windows"][mode])
+            print(f"e2e {mode:>8}: median {value:6.1f} us server CPU per beat ({windows})")
+        low, high = found["ratio_range"]
+        print(
+            f"e2e adapter / plain python-socketio (no-op handler): {found['ratio_median']:.2f}x "
+            f"(windows {low:.2f}-{high:.2f}x); load average {os.getloadavg()}"
+        )
+        return 0
+    if args.capacity:
+        found = _socketio_e2e.capacity()
+        print(json.dumps(found))
+        for mode, row in found.items():
+            print(f"capacity {mode:>8}: {row['capacity']} clients at 1 beat/s")
+        print(f"load average {os.getloadavg()}")
+        return 0
+    if args.switch:
+        e2e = asyncio.run(
+            _e2e(min(args.clients, 300), windows=12, window=3.0, profile=args.profile)
+        )
         for mode, (median, *values) in e2e.items():
             runs = " ".join(f"{value:.0f}" for value in values)
-            print(f"e2e {mode:>16}: median {median:6.1f} us server CPU per beat ({runs})")
+            print(f"switch {mode:>16}: median {median:6.1f} us server CPU per beat ({runs})")
         ratio = e2e["adapter"][0] / e2e["plain"][0]
-        print(f"e2e adapter vs plain python-socketio with a handler: {ratio:.2f}x server CPU")
+        print(f"switch: adapter vs plain python-socketio with a handler: {ratio:.2f}x server CPU")
+        return 0
     result = measure(clients=args.clients, rounds=args.rounds, repeat=args.repeat)
     for mode, value in result["us_per_beat"].items():
         print(f"{mode:>16}: {value:7.2f} us server CPU per heartbeat")

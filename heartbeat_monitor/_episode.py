@@ -20,6 +20,7 @@ __all__ = (
     "Gate",
     "GoneCallback",
     "Link",
+    "Namer",
     "OpenCallback",
     "PeerGone",
     "PeerOpened",
@@ -134,6 +135,13 @@ class Audience(Protocol):
         """Send ``event`` with one ``payload`` to each of ``connections`` (encoded once)."""
 
 
+class Namer(Protocol):
+    """Who names a connection's presence slot (the roster)."""
+
+    def new_conn(self) -> str:
+        """A fresh ``conn`` ref."""
+
+
 @final
 class Episode:
     """One tracking of one peer, from its first connection to its end; the monitor's key.
@@ -146,17 +154,26 @@ class Episode:
     made on reading); two or more are a tuple.
     """
 
-    __slots__ = ("_links", "expiry", "number", "peer", "reason", "shared")
+    __slots__ = ("_links", "_number", "expiry", "peer", "reason")
 
     def __init__(self, peer: Hashable, number: int, *, shared: bool) -> None:
         self.peer = peer
-        self.number = number
-        self.shared = shared
+        self._number = number << 1 | shared  # one int for both (memory: issue 15)
         self._links: Link | tuple[Link, ...] = ()
         #: The reason it ended, once it has.
         self.reason: str | None = None
         #: The reason it ends with if the monitor expires it (see :meth:`PeerHub.retime`).
         self.expiry: str = Reason.HEARTBEAT_TIMEOUT
+
+    @property
+    def number(self) -> int:
+        """Which episode of its hub this is (1, 2, ...)."""
+        return self._number >> 1
+
+    @property
+    def shared(self) -> bool:
+        """Whether other connections of the same peer id may join it (an identity)."""
+        return bool(self._number & 1)
 
     @property
     def links(self) -> tuple[Link, ...]:
@@ -201,8 +218,7 @@ class Link:
     """
 
     __slots__ = (
-        "_meta",
-        "conn",
+        "_presence",
         "connection",
         "episode",
         "last_beat",
@@ -215,9 +231,8 @@ class Link:
     def __init__(self, connection: Connection, episode: Episode, now: float) -> None:
         self.connection = connection
         self.episode = episode
-        #: This connection's presence ref (the ``"conn"`` of its metas), given by the roster.
-        self.conn = ""
-        self._meta: Mapping[str, object] | None = None
+        #: Its ``conn`` (a str), or its meta (which holds it), or who names it when asked.
+        self._presence: str | Mapping[str, object] | Namer = ""
         #: The rooms this connection is in (``None``: none yet).
         self.rooms: set[Hashable] | None = None
         self.window_start = now
@@ -228,16 +243,37 @@ class Link:
         self.last_beat = _NEVER
 
     @property
+    def conn(self) -> str:
+        """This connection's presence ref (the ``"conn"`` of its metas), given by the roster."""
+        held = self._presence
+        if isinstance(held, str):
+            return held
+        if isinstance(held, Mapping):
+            return str(held["conn"])
+        conn = self._presence = held.new_conn()
+        return conn
+
+    @conn.setter
+    def conn(self, conn: str) -> None:
+        self._presence = conn
+
+    def name_later(self, namer: Namer) -> None:
+        """Its ``conn`` is ``namer.new_conn()``, asked when first read (memory: issue 15)."""
+        self._presence = namer
+
+    @property
     def meta(self) -> Mapping[str, object]:
         """Its presence meta: ``{"conn": ..., **the user's fields}`` (replaced, never mutated)."""
-        meta = self._meta
-        if meta is None:
-            meta = self._meta = {"conn": self.conn}
+        held = self._presence
+        if isinstance(held, Mapping):
+            return held
+        meta = self._presence = {"conn": self.conn}
         return meta
 
     @meta.setter
     def meta(self, meta: Mapping[str, object]) -> None:
-        self._meta = meta
+        """Its meta: its ``"conn"`` must be this link's ``conn``."""
+        self._presence = meta
 
     @property
     def peer(self) -> Hashable:

@@ -209,7 +209,7 @@ class PeerHub(HubState):
             if now - link.last_beat < gap:
                 return False
             link.last_beat = now
-        if self.monitor.beat(link.episode):
+        if self.monitor.beat_at(link.episode, now):  # one clock read: rate window and beat
             self.beats += 1
             return True
         return False

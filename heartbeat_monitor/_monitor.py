@@ -104,6 +104,7 @@ class HeartbeatMonitor(Dispatching):
         "_tracker",
         "_wake",
         "beat",
+        "beat_at",
         "loop_lag",
         "max_loop_lag",
         "overload",
@@ -113,6 +114,8 @@ class HeartbeatMonitor(Dispatching):
 
     #: Record a heartbeat; ``False`` for an unknown key. (The tracker's bound method.)
     beat: Callable[[Hashable], bool]
+    #: ``beat`` at a time just read from :attr:`clock` (the tracker's bound method).
+    beat_at: Callable[[Hashable, float], bool]
     #: Stop watching a key without expiring it; ``False`` if it was not tracked.
     untrack: Callable[[Hashable], bool]
     #: How late the driver woke last time, and the most it ever did (seconds).
@@ -195,6 +198,7 @@ class HeartbeatMonitor(Dispatching):
         self.loop_lag = 0.0
         self.max_loop_lag = 0.0
         self.beat = self._tracker.beat
+        self.beat_at = self._tracker.beat_at
         self.untrack = self._tracker.untrack
         self._tracker.wakeup = self._clock_moved
 

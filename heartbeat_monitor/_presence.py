@@ -86,7 +86,6 @@ class Roster:
         "_clock",
         "_join_callbacks",
         "_leave_callbacks",
-        "_next",
         "_partial",
         "_prefix",
         "_runner",
@@ -132,7 +131,6 @@ class Roster:
         self._runner = runner
         self._prefix = secrets.token_hex(3) + "."
         self._book = Book(self._prefix)
-        self._next = 0
         self._join_callbacks: list[JoinCallback] = []
         self._leave_callbacks: list[LeaveCallback] = []
         self._subscribers: list[Callable[[PresenceChange], object]] = []
@@ -256,11 +254,10 @@ class Roster:
     def opened(self, link: Link, fields: Meta) -> None:
         """A new connection: its ``conn`` (a held one of its peer's, if any) and meta."""
         conn = self._book.resume(link.episode.peer)
-        if conn is None:
-            self._next += 1
-            conn = f"{self._prefix}{self._next}"
-        link.conn = conn
-        if fields:  # else ``{"conn": conn}``, made when first read (memory: issue 15)
+        if conn is None and not fields:  # its conn and meta are made when first read
+            return link.name_later(self._book)  # (memory: issue 15)
+        link.conn = conn = self._book.new_conn() if conn is None else conn
+        if fields:  # else ``{"conn": conn}``, made when first read
             link.meta = {"conn": conn, **fields}
 
     def add(self, link: Link, room: Hashable) -> None:

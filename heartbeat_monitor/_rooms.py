@@ -192,12 +192,15 @@ class Book:
         "held_by_peer",
         "last_flush",
         "local",
+        "named",
         "on_change",
         "rooms",
     )
 
     def __init__(self, local: str) -> None:
         self.local = local
+        #: Connections named so far (``conn`` refs are ``<local><number>``).
+        self.named = 0
         self.on_change: Callable[[PresenceChange], None] | None = None
         self.rooms: dict[Hashable, Room] = {}
         #: Rooms with something to tell at the next flush (an ordered set).
@@ -209,6 +212,11 @@ class Book:
         #: peer -> its held conns, oldest first (a new connection resumes the oldest).
         self.held_by_peer: dict[Hashable, list[str]] = {}
         self.heap: list[tuple[float, str]] = []
+
+    def new_conn(self) -> str:
+        """A fresh ``conn`` ref of this node."""
+        self.named += 1
+        return f"{self.local}{self.named}"
 
     def room(self, name: Hashable) -> Room:
         entry = self.rooms.get(name)

@@ -112,12 +112,15 @@ class LivenessTracker:
         "_timeout",
         "_wheel",
         "beat",
+        "beat_at",
         "stretch",
         "wakeup",
     )
 
     #: Record a heartbeat; ``False`` if ``key`` is not tracked (it is not resurrected).
     beat: Callable[[Hashable], bool]
+    #: ``beat`` at a time the caller has just read from this tracker's clock.
+    beat_at: Callable[[Hashable, float], bool]
 
     def __init__(
         self,
@@ -166,6 +169,7 @@ class LivenessTracker:
         self.stretch = 0.0
         full = self._suspect is not None or stateful
         self.beat = self._beat_full if full else self._table.beat
+        self.beat_at = self._beat_full_at if full else self._table.beat_at
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -214,11 +218,13 @@ class LivenessTracker:
             wheel.place(key, check)
 
     def _beat_full(self, key: Hashable) -> bool:
+        return self._beat_full_at(key, self._now())
+
+    def _beat_full_at(self, key: Hashable, now: float) -> bool:
         table = self._table
         previous = table.get(key)
         if previous is None:
             return False
-        now = self._now()
         table.put(key, now)
         histories = self._policies.histories
         history = histories.get(key) if histories else None

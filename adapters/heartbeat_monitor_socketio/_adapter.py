@@ -388,7 +388,7 @@ class SocketIOAdapter:
         peer = sid if identity is None else identity
         meta = _presence.meta_of(self.options.presence_meta, self.hub, sid, environ, auth)
         link = self.hub.open(
-            SidConnection(self._outbox, sid), peer, shared=identity is not None, meta=meta
+            self._outbox.connection(sid), peer, shared=identity is not None, meta=meta
         )
         if link is None:  # overloaded since the check above, or the id is in use
             told = OVERLOADED if self.monitor.overload.shedding else "peer id in use"
@@ -420,8 +420,9 @@ class SocketIOAdapter:
         if link is not None:
             connection = link.connection
             assert isinstance(connection, SidConnection)
-            if connection.told is not None:
-                args = (sid, connection.told, *args[2:])  # the hub's reason, not "server ..."
+            told = self._outbox.told.pop(sid, None)
+            if told is not None:
+                args = (sid, told, *args[2:])  # the hub's reason, not "server ..."
             else:
                 self.hub.close(link, reason)
         return await self._original("disconnect", self.options.namespace, *args)

@@ -9,7 +9,7 @@ concerned, a ``sio.disconnect``, or for bad input an immediate engine.io close.
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping
-from typing import Any, Final, final
+from typing import Any, ClassVar, Final, final
 
 import socketio
 import structlog
@@ -52,7 +52,7 @@ class SocketIOStats:
 class Outbox:
     """python-socketio work the hub asks for, run as jobs of the monitor's runner."""
 
-    __slots__ = ("closing", "links", "namespace", "runner", "sio")
+    __slots__ = ("closing", "connection", "links", "namespace", "runner", "sio", "told")
 
     def __init__(self, sio: socketio.AsyncServer, namespace: str, runner: CallbackRunner) -> None:
         self.sio = sio
@@ -60,8 +60,15 @@ class Outbox:
         self.runner = runner
         #: sid -> its link, for every connection the hub knows.
         self.links: dict[str, Link] = {}
+        #: sid -> the reason the hub closed it with (until python-socketio's disconnect).
+        self.told: dict[str, str] = {}
         #: The adapter is closing: it disconnects everyone itself.
         self.closing = False
+        #: ``connection(sid)``: a new :class:`SidConnection` of this outbox (a subclass that
+        #: holds the outbox, so that each connection holds only its sid: issue 15's memory).
+        self.connection: type[SidConnection] = type(
+            "SidConnection", (SidConnection,), {"__slots__": (), "outbox": self}
+        )
 
     def emit(self, event: str, payload: dict[str, object], to: Any, skip: tuple[str, ...]) -> None:
         local = event in _LOCAL and to and not skip  # presence: at once, no task per recipient
@@ -107,28 +114,33 @@ class Outbox:
         # A sid python-socketio no longer knows never reaches the disconnect event: drop it.
         if not self.sio.manager.is_connected(sid, namespace):
             self.links.pop(sid, None)
+            self.told.pop(sid, None)
 
 
-@final
 class SidConnection:
-    """One Socket.IO connection, as the hub sees it."""
+    """One Socket.IO connection, as the hub sees it: made by ``outbox.connection(sid)``."""
 
     transport: Final = "socketio"
-    __slots__ = ("outbox", "sid", "told")
+    #: Set on the subclass each :class:`Outbox` makes (one per adapter).
+    outbox: ClassVar[Outbox]
+    __slots__ = ("sid",)
 
-    def __init__(self, outbox: Outbox, sid: str) -> None:
-        self.outbox = outbox
+    def __init__(self, sid: str) -> None:
         self.sid = sid
-        #: The reason the hub closed it with, once it has (the user's disconnect handler sees it).
-        self.told: str | None = None
+
+    @property
+    def told(self) -> str | None:
+        """The reason the hub closed it with, once it has (its disconnect handler sees it)."""
+        return self.outbox.told.get(self.sid)
 
     def send(self, message: Mapping[str, object]) -> None:
         payload = {key: value for key, value in message.items() if key != "type"}
         self.outbox.emit(str(message["type"]), payload, self.sid, ())
 
     def close(self, reason: str) -> None:
-        if self.told is None:
-            self.told = reason
+        told = self.outbox.told
+        if self.sid not in told:
+            told[self.sid] = reason
             self.outbox.disconnect(self.sid, reason)
 
     def __repr__(self) -> str:
