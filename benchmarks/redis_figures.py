@@ -211,6 +211,8 @@ async def _detection(url: str, node_timeout: float) -> dict[str, float]:
 
     sync = min(node_timeout / 5, 1.0)
     gone: asyncio.Queue[tuple[Any, str, float]] = asyncio.Queue()
+    #: When a's presence told b's client joining and leaving (its on_join / on_leave: the flush).
+    told: dict[tuple[Any, str], float] = {}
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=ClusterRedisManager(url))
     adapter = SocketIOAdapter(
         sio,
@@ -219,6 +221,8 @@ async def _detection(url: str, node_timeout: float) -> dict[str, float]:
         room="peers",
         on_gone=lambda event: gone.put_nowait((event.peer, event.reason, time.monotonic())),
     )
+    for hook, kind in ((adapter.hub.on_join, "join"), (adapter.hub.on_leave, "leave")):
+        hook(lambda event, kind=kind: told.setdefault((event.key, kind), time.monotonic()))
     cluster = RedisCluster(adapter, url, node_id="a", node_timeout=node_timeout, sync_interval=sync)
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
@@ -234,11 +238,12 @@ async def _detection(url: str, node_timeout: float) -> dict[str, float]:
         async with cluster, SocketIOServer(adapter):
             nodes_of_b: frozenset[str] = frozenset()
             await _wait_listening(port)
+            connecting = time.monotonic()
             await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
             sid = client.get_sid("/")
             for _ in range(400):
                 nodes_of_b = await cluster.locate(sid)
-                if nodes_of_b:
+                if nodes_of_b and (sid, "join") in told:
                     break
                 await asyncio.sleep(0.05)
             assert nodes_of_b == {"b"}, nodes_of_b
@@ -249,10 +254,18 @@ async def _detection(url: str, node_timeout: float) -> dict[str, float]:
                 if peer == sid:
                     assert reason == "node gone", reason
                     break
+            for _ in range(200):  # a forgets b, its presence tells the leave at its next flush
+                if (sid, "leave") in told:
+                    break
+                await asyncio.sleep(0.01)
             return {
                 "node_timeout": node_timeout,
                 "sync_interval": sync,
                 "detected_after": at - killed,
+                # b's client in a's presence diffs: its join after connecting, its leave
+                # ("node gone") after the kill.
+                "presence_join_after": told[sid, "join"] - connecting,
+                "presence_leave_after": told[sid, "leave"] - killed,
                 "window_low": node_timeout - sync,
                 # The node monitor's resolution: the tracker's default for that timeout.
                 "window_high": node_timeout + sync + LivenessTracker(node_timeout).resolution,
@@ -277,26 +290,25 @@ async def _wait_listening(port: int) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def measure(*, quick: bool = False) -> dict[str, Any]:
+def measure(*, quick: bool = False, detection_only: bool = False) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with _redis_server() as url:
             result: dict[str, Any] = {}
-            result["throughput"] = await _figures_1_2(
-                url,
-                peers=1000,
-                seconds=1.0 if quick else 1.5,
-                repeat=1 if quick else 10,
-                sync=1.0,
-            )
-            result["throughput_aggressive_sync"] = await _figures_1_2(
-                url, peers=1000, seconds=1.0 if quick else 1.5, repeat=1 if quick else 10, sync=0.1
-            )
+            if not detection_only:
+                result.update(await _throughput_figures(url))
             detections = []
             for node_timeout in (1.0,) if quick else (1.0, 2.0, 4.0):
                 for _ in range(1 if quick else 3):
                     detections.append(await _detection(url, node_timeout))
             result["detection"] = detections
             return result
+
+    async def _throughput_figures(url: str) -> dict[str, Any]:
+        seconds, repeat = (1.0, 1) if quick else (1.5, 10)
+        return {
+            "throughput": await _figures_1_2(url, 1000, seconds, repeat, sync=1.0),
+            "throughput_aggressive_sync": await _figures_1_2(url, 1000, seconds, repeat, sync=0.1),
+        }
 
     import structlog
 
@@ -307,13 +319,18 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one short run of each (smoke)")
+    parser.add_argument(
+        "--detection-only", action="store_true", help="only the dead-node rows (no throughput)"
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write redis_figures.json")
     args = parser.parse_args(argv)
     if shutil.which("redis-server") is None:
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 1
-    result = measure(quick=args.quick)
+    result = measure(quick=args.quick, detection_only=args.detection_only)
     for name in ("throughput", "throughput_aggressive_sync"):
+        if name not in result:
+            continue
         figures = result[name]
         print(
             f"sync every {figures['sync_interval']:g} s, {figures['peers']} peers: "
@@ -332,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  T={row['node_timeout']:g} s (sync {row['sync_interval']:g} s): "
             f"{row['detected_after']:.3f} s; expected window "
-            f"[{row['window_low']:.2f}, {row['window_high']:.2f}] s"
+            f"[{row['window_low']:.2f}, {row['window_high']:.2f}] s; in the survivor's presence "
+            f"diffs: leave {row['presence_leave_after']:.3f} s after the kill, join "
+            f"{row['presence_join_after']:.3f} s after connecting"
         )
     if args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)
