@@ -68,12 +68,12 @@ def test_waits_past_shed_lag_shed_before_the_lag_shows_it():
         guard.observe_wait(0.5, now)
         guard.observe(0.01, now)
         now = round(now + 0.1, 3)
-    assert not guard.shedding  # not yet: most measures for shed_after (0.5 s)
+    assert guard.snapshot()["shedding"] is False  # not yet: most measures for shed_after
     while now < 1.25:
         guard.observe_wait(0.5, now)
         guard.observe(0.01, now)
         now = round(now + 0.1, 3)
-    assert guard.shedding
+    assert guard.snapshot()["shedding"] is True
     assert guard.lag == 0.01
     while guard.shedding and now < 5:  # the waits stop: most measures quiet for 1 s
         guard.observe(0.01, now)
