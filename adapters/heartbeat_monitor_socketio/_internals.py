@@ -97,46 +97,48 @@ def wrap_rooms(
     ``basic_enter_room`` / ``basic_leave_room``. A connection's own room (its
     sid) and the namespace-wide room (``None``) are not reported.
 
-    Returns the index this keeps, sid -> every room of ``namespace`` it is in (its own
-    and ``None`` included), with which ``basic_disconnect`` leaves a sid's rooms only:
-    python-socketio's copies and scans every room of the namespace (one per sid), so a
-    thousand disconnects among two thousand connections cost two million lookups.
+    Returns the index this keeps, sid -> the other rooms of ``namespace`` it is in (not
+    its own nor ``None``, which every connected sid is in: no entry at all for a sid in
+    no other room, issue 15's memory), with which ``basic_disconnect`` leaves a sid's
+    rooms only: python-socketio's copies and scans every room of the namespace (one per
+    sid), so a thousand disconnects among two thousand connections cost two million
+    lookups. Sids connected before this wrapping are left to python-socketio's scan.
     """
     manager = sio.manager
     enter = manager.basic_enter_room
     leave = manager.basic_leave_room
     disconnect = manager.basic_disconnect
     index: dict[str, set[Hashable]] = {}
+    earlier = set(manager.rooms.get(namespace, {}).get(None, {}))
 
     def basic_enter_room(
         sid: str, namespace_: str, room: Hashable, eio_sid: str | None = None
     ) -> Any:
         result = enter(sid, namespace_, room, eio_sid=eio_sid)
-        if namespace_ == namespace:
+        if namespace_ == namespace and room is not None and room != sid:
             index.setdefault(sid, set()).add(room)
-            if room is not None and room != sid:
-                entered(sid, room)
+            entered(sid, room)
         return result
 
     def basic_leave_room(sid: str, namespace_: str, room: Hashable) -> Any:
         result = leave(sid, namespace_, room)
-        if namespace_ == namespace:
+        if namespace_ == namespace and room is not None and room != sid:
             rooms = index.get(sid)
             if rooms is not None:
                 rooms.discard(room)
                 if not rooms:
                     del index[sid]
-            if room is not None and room != sid:
-                left(sid, room)
+            left(sid, room)
         return result
 
     def basic_disconnect(sid: str, namespace_: str, **kwargs: Any) -> Any:
-        rooms = index.get(sid) if namespace_ == namespace else None
-        if rooms is None or namespace_ not in manager.rooms:
+        if namespace_ != namespace or namespace_ not in manager.rooms or sid in earlier:
+            earlier.discard(sid)
             return disconnect(sid, namespace_, **kwargs)
         # python-socketio's basic_disconnect, the room scan replaced by the index (pinned,
-        # line for line, by tests/socketio/test_internals.py)
-        for room in tuple(rooms):
+        # line for line, by tests/socketio/test_internals.py); leaving a room the sid is
+        # not in changes nothing (python-socketio's basic_leave_room)
+        for room in (None, sid, *index.get(sid, ())):
             manager.basic_leave_room(sid, namespace_, room)
         index.pop(sid, None)
         manager.callbacks.pop(sid, None)
