@@ -15,7 +15,8 @@ ratio per window. Both share the machine's two cores with the clients, so a
 window in which the machine is busy is busy for both.
 
 :func:`capacity` finds, for each server alone, the most clients at 1 beat/s it
-holds with a median beat lateness under 50 ms. A beat waits in the server for
+holds with a median beat lateness under 50 ms, clients opening 300 a second, every
+one of them connected. A beat waits in the server for
 the event loop as long as a timer does: the lateness is measured by a probe
 task in the server (``asyncio.sleep(0.01)`` in a loop, how late it wakes),
 sampled while every client beats.
@@ -23,7 +24,10 @@ sampled while every client beats.
 Run one server alone with ``python -m benchmarks._socketio_e2e server plain|adapter``
 (it prints its port, then answers each ``sample`` line on stdin with a JSON line);
 ``... clients URL COUNT INTERVAL WARMUP WINDOW`` runs python-socketio clients
-(``benchmarks._metrics_cost`` uses them).
+(``benchmarks._metrics_cost`` uses them). A third server, ``serve``, is the
+adapter under :class:`~heartbeat_monitor_socketio.SocketIOServer` (its uvicorn
+protocol times every message for the overload guard, and its limits), as
+``heartbeat-monitor serve`` runs it: :func:`capacity` measures it too.
 """
 
 from __future__ import annotations
@@ -46,7 +50,13 @@ __all__ = ("available", "capacity", "measure")
 
 JS = Path(__file__).resolve().parents[1] / "tests" / "js"
 MODES = ("plain", "adapter")
+#: ``capacity`` also measures ``serve``: the adapter under SocketIOServer, as the CLI runs it.
+CAPACITY_MODES = (*MODES, "serve")
 _PROBE = 0.01
+#: Connections opened a second in a capacity run: a gentle ramp, so that what is measured
+#: is holding the clients, not a connection storm (the adapter's overload guard refuses
+#: new connections while the loop lags: a storm of 1,000 a second on 2 cores trips it).
+_RAMP = 300
 
 
 def available() -> bool:
@@ -123,14 +133,23 @@ async def _serve(mode: str) -> None:
             sample()
 
     loop.add_reader(sys.stdin.fileno(), command)
-    print(sock.getsockname()[1], flush=True)
     tasks = [asyncio.ensure_future(probe())]
     try:
         if adapter is None:
+            print(sock.getsockname()[1], flush=True)
             await server.serve(sockets=[sock])
-        else:
+        elif mode == "adapter":
+            print(sock.getsockname()[1], flush=True)
             async with adapter:
                 await server.serve(sockets=[sock])
+        else:  # what `heartbeat-monitor serve` runs: SocketIOServer (its own uvicorn setup)
+            from heartbeat_monitor_socketio import SocketIOServer
+
+            sock.close()
+            serving = SocketIOServer(adapter)
+            print(serving.port, flush=True)
+            async with adapter:
+                await serving.serve()
     finally:
         tasks[0].cancel()
 
@@ -173,10 +192,10 @@ class _Server:
             self.process.wait()
 
 
-def _load(url: str, clients: int, duration: float) -> subprocess.Popen[str]:
+def _load(url: str, clients: int, duration: float, rate: int = 0) -> subprocess.Popen[str]:
     node = shutil.which("node")
     assert node is not None
-    rate = max(200, clients // 4)
+    rate = rate or max(200, clients // 4)
     args = [node, str(JS / "load.mjs"), f"--url={url}", f"--clients={clients}", "--interval=1"]
     args += [f"--rate={rate}", f"--duration={duration}"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
@@ -240,9 +259,10 @@ def measure(*, clients: int = 500, windows: int = 8, window: float = 4.0) -> dic
 def _holds(mode: str, clients: int, limit: float, seconds: float) -> dict[str, Any]:
     """One server alone offered ``clients``: connected, and its probe's lateness while beating."""
     server = _Server(mode)
-    load = _load(server.url, clients, 60 + seconds)
+    ramp = clients / _RAMP
+    load = _load(server.url, clients, ramp + 40 + seconds, rate=_RAMP)
     try:
-        _settle([server], clients, limit=45.0)
+        _settle([server], clients, limit=ramp + 20)
         time.sleep(3.0)
         server.sample()
         first = server.sample()
@@ -265,11 +285,11 @@ def _holds(mode: str, clients: int, limit: float, seconds: float) -> dict[str, A
 
 
 def capacity(
-    *, start: int = 1000, step: int = 250, limit: float = 0.05, seconds: float = 8.0
+    *, start: int = 3000, step: int = 250, limit: float = 0.05, seconds: float = 8.0
 ) -> dict[str, Any]:
     """Per mode: the most clients at 1 beat/s held with median lateness < ``limit``."""
     found: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in CAPACITY_MODES:
         runs: list[dict[str, Any]] = []
 
         def holds(clients: int, mode: str = mode, runs: list[dict[str, Any]] = runs) -> bool:

@@ -305,6 +305,34 @@ async def _e2e(
     return {mode: [statistics.median(values), *values] for mode, values in results.items()}
 
 
+_PLACES = (
+    ("heartbeat_monitor", "heartbeat_monitor (adapter, hub, tracker; SocketIOServer)"),
+    ("/socketio/", "python-socketio"),
+    ("/engineio/", "python-engineio"),
+    ("/uvicorn/", "uvicorn + websockets"),
+    ("/websockets/", "uvicorn + websockets"),
+    ("/asyncio/", "asyncio (tasks, futures, callbacks, selector)"),
+    ("selectors.py", "asyncio (tasks, futures, callbacks, selector)"),
+    ("json", "json"),
+)
+
+
+def breakdown(prefix: str) -> dict[str, dict[str, float]]:
+    """Where each mode's profiled CPU went, by package, in microseconds per beat."""
+    import pstats
+
+    found: dict[str, dict[str, float]] = {}
+    for mode in ("plain", "adapter"):
+        beats = int(Path(f"{prefix}.{mode}.beats").read_text())
+        stats: Any = pstats.Stats(f"{prefix}.{mode}.pstats")
+        places: dict[str, float] = {}
+        for (filename, _, _), (_, _, own, _, _) in stats.stats.items():
+            place = next((name for key, name in _PLACES if key in filename), "other (C calls)")
+            places[place] = places.get(place, 0.0) + own / beats * 1e6
+        found[mode] = dict(sorted(places.items(), key=lambda item: -item[1]))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -386,6 +414,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"switch {mode:>16}: median {median:6.1f} us server CPU per beat ({runs})")
         ratio = e2e["adapter"][0] / e2e["plain"][0]
         print(f"switch: adapter vs plain python-socketio with a handler: {ratio:.2f}x server CPU")
+        if args.profile:
+            print("where the profiled CPU went, us per beat (the profiler inflates each call):")
+            for mode, places in breakdown(args.profile).items():
+                total = sum(places.values())
+                print(f"  {mode}: {total:.0f}")
+                for place, value in places.items():
+                    print(f"    {value:6.1f}  {place}")
         return 0
     result = measure(clients=args.clients, rounds=args.rounds, repeat=args.repeat)
     for mode, value in result["us_per_beat"].items():
