@@ -138,3 +138,28 @@ def test_the_indexed_disconnect_copies_python_socketios() -> None:
                        "pending_disconnect"}  # fmt: skip
     assert "async def disconnect" in inspect.getsource(async_manager.AsyncManager)
     assert "self.basic_disconnect(" in inspect.getsource(async_manager.AsyncManager.disconnect)
+
+
+def test_the_room_index_holds_only_other_rooms() -> None:
+    """A connected sid is in its own room and ``None``: the index keeps no entry for a sid in
+    no other room (memory per connection), one for a sid that entered another, and a sid
+    connected before the wrapping is left to python-socketio's own scan (which leaves its
+    rooms through the wrapped ``basic_leave_room``, so the index forgets it too)."""
+    sio = socketio.AsyncServer(async_mode="asgi")
+    manager = sio.manager
+    manager.basic_enter_room("early", "/", None, eio_sid="e0")
+    manager.basic_enter_room("early", "/", "early", eio_sid="e0")
+    entered: list[tuple[str, object]] = []
+    index = _internals.wrap_rooms(sio, "/", lambda *a: entered.append(a), lambda *a: None)
+    for sid, eio_sid in (("a", "e1"), ("b", "e2")):
+        manager.basic_enter_room(sid, "/", None, eio_sid=eio_sid)
+        manager.basic_enter_room(sid, "/", sid, eio_sid=eio_sid)
+    assert index == {}
+    manager.basic_enter_room("b", "/", "lobby")
+    manager.basic_enter_room("early", "/", "lobby")
+    assert index == {"b": {"lobby"}, "early": {"lobby"}}
+    assert entered == [("b", "lobby"), ("early", "lobby")]
+    for sid in ("a", "b", "early"):
+        manager.basic_disconnect(sid, "/")
+    assert index == {}  # python-socketio's scan leaves rooms through the wrapped method too
+    assert "/" not in manager.rooms
