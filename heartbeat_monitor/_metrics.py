@@ -163,6 +163,12 @@ class Metrics:
         self._closed = False
         self.monitor.on_expire(self._on_expired)
         self.monitor.on_stall(self._on_stall)
+        overload = self.monitor.overload  # its own figures, read at scrape time
+        self.add_gauge("overload_lag_seconds", lambda: overload.lag)
+        self.add_gauge("overload_stretch_seconds", lambda: overload.stretch)
+        self.add_gauge("overload_shedding", lambda: int(overload.shedding))
+        self.add_gauge("message_wait_seconds", lambda: overload.wait)
+        self.add_gauge("message_wait_max_seconds", lambda: overload.max_wait)
         if self.hub is not None:
             self.hub.on_gone(self._on_gone)
             roster, told = self.hub.roster, self.hub._departures

@@ -324,3 +324,34 @@ anyio.run(main)
     hint = "pip install 'aio-heartbeat-monitor[metrics]'"
     assert f"Prometheus metrics need prometheus_client: {hint}" in out
     assert f"503 Prometheus metrics need prometheus_client: {hint}" in out
+
+
+async def test_the_servers_own_lag_stretch_shedding_and_waits_are_gauges() -> None:
+    """Issue 17: the server knows it is overloaded, and says so in the metrics too."""
+    clock = ManualClock()
+    async with HeartbeatMonitor(TIMEOUT, resolution=RESOLUTION, clock=clock) as monitor:
+        metrics = Metrics(PeerHub(monitor))
+        quiet = scrape(metrics)
+        for name in (
+            "overload_lag_seconds",
+            "overload_stretch_seconds",
+            "overload_shedding",
+            "message_wait_seconds",
+            "message_wait_max_seconds",
+        ):
+            assert quiet[f"heartbeat_monitor_{name}"] == {(): 0}, name
+        guard = monitor.overload
+        guard.observe_wait(0.8, clock.now())  # a message that waited 0.8 s in its queue
+        for _ in range(100):  # lags past shed_lag for longer than shed_after (0.5 s)
+            guard.observe(guard.shed_lag * 2, clock.now())
+            clock.advance(0.1)
+        assert guard.shedding
+        guard.stretch_at(clock.now())
+        busy = scrape(metrics)
+        assert busy["heartbeat_monitor_overload_shedding"] == {(): 1}
+        assert busy["heartbeat_monitor_overload_lag_seconds"] == {(): guard.shed_lag * 2}
+        assert busy["heartbeat_monitor_overload_stretch_seconds"] == {(): guard.stretch}
+        assert guard.stretch >= guard.shed_lag * 2
+        assert busy["heartbeat_monitor_message_wait_seconds"] == {(): 0.8}
+        assert busy["heartbeat_monitor_message_wait_max_seconds"] == {(): 0.8}
+        assert metrics.snapshot()["figures"]["overload_shedding"] == 1
