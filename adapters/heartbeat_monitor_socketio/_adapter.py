@@ -54,7 +54,7 @@ from heartbeat_monitor import (
 from . import _internals, _presence
 from ._connection import Outbox, SidConnection, SocketIOAudience, SocketIOStats
 from ._engineio import align_ping_timeout, check_engineio
-from ._frames import FrameGuard, heartbeat_packets, json_type
+from ._frames import FrameGuard, HeartbeatProtocol, heartbeat_packets, json_type
 from ._options import AdapterOptions
 from ._visibility import Visibility
 
@@ -192,6 +192,10 @@ class SocketIOAdapter:
     def timeout(self) -> float:
         """``interval * misses``: how long a peer may stay silent."""
         return self.options.timeout
+
+    def websocket_protocol(self) -> type[HeartbeatProtocol]:
+        """uvicorn's ``ws=`` protocol beating this adapter's heartbeat frames as it reads them."""
+        return self._guard.websocket_protocol()
 
     def on_gone(self, callback: GoneCallback) -> GoneCallback:
         """Run ``callback(PeerGone)`` once per departure (plain or async); a decorator too."""

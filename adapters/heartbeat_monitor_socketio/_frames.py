@@ -18,10 +18,19 @@ well and refuses that socket: :func:`request_sid` finds it from the request's
 ``sid`` query or, for a connection opened by that very request, from
 :data:`opening` (set by the adapter's engine.io ``connect`` hook in the
 request's own context).
+
+Below python-engineio, :class:`HeartbeatProtocol` (uvicorn's websocket protocol,
+``adapter.websocket_protocol()``) takes a websocket text frame that is exactly a
+heartbeat (``4`` + one of :func:`heartbeat_packets`) as uvicorn parses it, before
+it is queued for the ASGI application: when nothing of that connection is
+queued (never ahead of an earlier frame), its engine.io sid is known and
+``fast_beat(eio_sid)`` takes it. engine.io's read loop, packet decoding and
+``message`` handler then never run for it; everything else is queued as usual.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final, final
@@ -29,6 +38,8 @@ from urllib.parse import parse_qs
 
 import socketio
 import structlog
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 
 from heartbeat_monitor import PeerHub
 
@@ -36,7 +47,15 @@ from . import _internals
 from ._connection import Outbox
 from ._limits import install_limits
 
-__all__ = ("FrameGuard", "diagnose", "heartbeat_packets", "json_type", "opening", "request_sid")
+__all__ = (
+    "FrameGuard",
+    "HeartbeatProtocol",
+    "diagnose",
+    "heartbeat_packets",
+    "json_type",
+    "opening",
+    "request_sid",
+)
 
 _logger = structlog.get_logger("heartbeat_monitor")
 
@@ -106,6 +125,7 @@ class FrameGuard:
         "max_message_size",
         "namespace",
         "outbox",
+        "protocol",
         "sio",
     )
 
@@ -129,6 +149,8 @@ class FrameGuard:
         self.outbox = outbox
         self.namespace = namespace
         self.max_message_size = max_message_size
+        #: The uvicorn websocket protocol taking heartbeat frames (built on first use).
+        self.protocol: type[HeartbeatProtocol] | None = None
         _internals.wrap_eio(
             sio,
             on_message=self.wrap_message,
@@ -158,6 +180,31 @@ class FrameGuard:
             except Exception:
                 _logger.exception("heartbeat_monitor.socketio.disconnect_failed", sid=sid)
         return self.sio.not_handled
+
+    def websocket_protocol(self) -> type[HeartbeatProtocol]:
+        """uvicorn's websocket protocol bound to this guard's heartbeat frames and ``fast_beat``."""
+        if self.protocol is None:
+            frames = frozenset(b"4" + packet.encode() for packet in self.fast_packets)
+            beat = self.fast_beat or (lambda eio_sid: False)
+
+            class BoundHeartbeatProtocol(HeartbeatProtocol):
+                def handle_text(self, event: Frame) -> None:
+                    data, eio_sid = event.data, self.eio_sid
+                    if (
+                        eio_sid is not None
+                        and type(data) is bytes
+                        and data in frames
+                        and event.fin
+                        and self.queue.empty()  # nothing of this connection's waits before it
+                        and not self.close_sent
+                        and beat(eio_sid)
+                    ):
+                        self.beat_taken()
+                        return
+                    super().handle_text(event)
+
+            self.protocol = BoundHeartbeatProtocol
+        return self.protocol
 
     def wrap_message(self, original: _internals.AsyncHandler) -> _internals.AsyncHandler:
         async def on_message(eio_sid: str, data: str | bytes) -> None:
@@ -204,10 +251,50 @@ class FrameGuard:
         return on_request
 
 
+class HeartbeatProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol, learning the engine.io sid of its connection.
+
+    The sid is the ``sid`` query of an upgrade, once engine.io answered its probe
+    (``3probe``: engine.io knows that session), or the one in engine.io's OPEN packet
+    (``0{"sid": ...}``) for a websocket-only session; only on engine.io requests
+    (``EIO=`` and ``transport=websocket`` in the query), so another application's
+    websockets under the same server are left alone. :meth:`FrameGuard.websocket_protocol`
+    binds a subclass to an adapter's heartbeat frames; ``tests/socketio/test_fastws.py``
+    pins the uvicorn internals used here.
+    """
+
+    #: The engine.io sid of this connection, once known.
+    eio_sid: str | None = None
+
+    def beat_taken(self) -> None:
+        """A heartbeat frame was taken before queueing (the overload timing hooks in here)."""
+
+    async def send(self, message: Any) -> None:
+        if self.eio_sid is None and message["type"] == "websocket.send":
+            text = message.get("text")
+            if text is not None:
+                self.eio_sid = self.learn_sid(text)
+        await super().send(message)
+
+    def learn_sid(self, text: str) -> str | None:
+        """The engine.io sid an outgoing text frame shows, if any (``None``: not yet)."""
+        query = self.scope.get("query_string", b"")
+        if b"EIO=" not in query or b"transport=websocket" not in query:
+            return None
+        if text == "3probe":  # engine.io took the upgrade probe of the session in the query
+            sids = parse_qs(query.decode("latin-1")).get("sid")
+            return sids[0] if sids else None
+        if text.startswith("0{"):
+            try:
+                sid = json.loads(text[1:]).get("sid")
+            except (ValueError, AttributeError):
+                return None
+            return sid if isinstance(sid, str) else None
+        return None
+
+
 def heartbeat_packets(event: str, namespace: str) -> frozenset[str]:
     """The Socket.IO EVENT packets that are exactly ``emit(event)`` in ``namespace``."""
-    import json
-
     body = json.dumps([event], separators=(",", ":"))
     prefix = "2" if namespace == "/" else f"2{namespace},"
     return frozenset({prefix + body, prefix + json.dumps([event])})

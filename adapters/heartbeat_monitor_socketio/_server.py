@@ -41,11 +41,11 @@ import anyio
 import anyio.abc
 import socketio
 import uvicorn
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from heartbeat_monitor import OVERLOADED, AcceptBackoff, OverloadGuard
 
 from ._adapter import SocketIOAdapter
+from ._frames import HeartbeatProtocol
 from ._limits import IdleClosingHTTP
 
 __all__ = ("SocketIOServer",)
@@ -71,15 +71,21 @@ def _unread(transport: asyncio.BaseTransport) -> int:
         return 0
 
 
-def _timed(guard: OverloadGuard, clock: Callable[[], float]) -> type[asyncio.Protocol]:
-    """uvicorn's websocket protocol; each message's age when engine.io takes it, to ``guard``.
+def _timed(
+    guard: OverloadGuard, clock: Callable[[], float], base: type[HeartbeatProtocol]
+) -> type[asyncio.Protocol]:
+    """``base`` (the adapter's websocket protocol); each message's age when taken, to ``guard``.
 
     A message's age runs from when it was read off the socket, or if it waited unread
     while reading was paused, from when the pause began (the most it can have waited).
-    ``receive`` is uvicorn's own (``tests/overload/test_waits.py`` pins it) plus that.
+    ``receive`` is uvicorn's own (``tests/overload/test_waits.py`` pins it) plus that; a
+    heartbeat the protocol takes before queueing (``beat_taken``) counts as taken then.
     """
 
-    class Timed(WebSocketsSansIOProtocol):
+    class Timed(base):  # type: ignore[valid-type,misc]
+        read_paused: bool
+        transport: asyncio.Transport
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             #: When each message now in the queue may have arrived, oldest first (None: it
@@ -94,6 +100,10 @@ def _timed(guard: OverloadGuard, clock: Callable[[], float]) -> type[asyncio.Pro
             waited, self.waited_from = self.waited_from, None
             self.chunk_at = clock() if waited is None else waited
             super().data_received(data)
+
+        def beat_taken(self) -> None:
+            now = clock()
+            guard.observe_wait(now - self.chunk_at, now)
 
         def send_receive_event_to_app(self) -> None:
             queued, paused = self.queue.qsize(), self.read_paused
@@ -260,7 +270,9 @@ class SocketIOServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=graceful_timeout,
-            ws=_timed(adapter.monitor.overload, adapter.monitor.clock.now),
+            ws=_timed(
+                adapter.monitor.overload, adapter.monitor.clock.now, adapter.websocket_protocol()
+            ),
             http=IdleClosingHTTP,  # a connection that never sends a request is closed too
         )
         self._server = _Uvicorn(config, adapter, signals=signals)
