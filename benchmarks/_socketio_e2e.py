@@ -5,7 +5,9 @@ under the same ``uvicorn.Server`` configuration, same engine.io settings
 (defaults); ``plain`` has an ``async def heartbeat(sid, *args)`` handler that
 only counts (an int increment), ``adapter`` has no handler of its own and a
 :class:`~heartbeat_monitor_socketio.SocketIOAdapter` (default options) reads the
-beats. Clients are the official socket.io-client (``tests/js/load.mjs``, one
+beats, its uvicorn running ``ws=adapter.websocket_protocol()`` (heartbeat frames
+taken as uvicorn reads them) where ``plain`` runs uvicorn's default websocket
+protocol. Clients are the official socket.io-client (``tests/js/load.mjs``, one
 Node process per server, the same count), each beating once a second.
 
 :func:`measure` runs both servers **at the same time**, under the same load, and
@@ -77,8 +79,6 @@ async def _serve(mode: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
     beats = 0
     lags: list[float] = []
 
@@ -126,6 +126,12 @@ async def _serve(mode: str) -> None:
             logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         )
         adapter = SocketIOAdapter(sio, interval=1.0, misses=5)
+    # The same uvicorn configuration for both; the adapter's server runs its websocket
+    # protocol (``ws=adapter.websocket_protocol()``, as its docs tell users to), the plain
+    # one uvicorn's default: what a user of plain python-socketio would write.
+    ws: Any = "auto" if adapter is None else adapter.websocket_protocol()
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, ws=ws)
+    server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
 
     def command() -> None:
