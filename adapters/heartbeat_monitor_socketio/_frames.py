@@ -23,9 +23,11 @@ Below python-engineio, :class:`HeartbeatProtocol` (uvicorn's websocket protocol,
 ``adapter.websocket_protocol()``) takes a websocket text frame that is exactly a
 heartbeat (``4`` + one of :func:`heartbeat_packets`) as uvicorn parses it, before
 it is queued for the ASGI application: when nothing of that connection is
-queued (never ahead of an earlier frame), its engine.io sid is known and
-``fast_beat(eio_sid)`` takes it. engine.io's read loop, packet decoding and
-``message`` handler then never run for it; everything else is queued as usual.
+queued (never ahead of an earlier frame), its engine.io sid is known, a frame
+went to engine.io within half a ``ping_interval`` (its read loop's own timeout
+must not fire for a client that beats) and ``fast_beat(eio_sid)`` takes it.
+engine.io's read loop, packet decoding and ``message`` handler then never run
+for it; everything else is queued as usual.
 """
 
 from __future__ import annotations
@@ -186,21 +188,24 @@ class FrameGuard:
         if self.protocol is None:
             frames = frozenset(b"4" + packet.encode() for packet in self.fast_packets)
             beat = self.fast_beat or (lambda eio_sid: False)
+            eio = self.sio.eio
 
             class BoundHeartbeatProtocol(HeartbeatProtocol):
                 def handle_text(self, event: Frame) -> None:
-                    data, eio_sid = event.data, self.eio_sid
+                    data, eio_sid, now = event.data, self.eio_sid, self.loop.time()
                     if (
                         eio_sid is not None
                         and type(data) is bytes
                         and data in frames
                         and event.fin
                         and self.queue.empty()  # nothing of this connection's waits before it
+                        and now - self.fed_at < eio.ping_interval / 2
                         and not self.close_sent
                         and beat(eio_sid)
                     ):
                         self.beat_taken()
                         return
+                    self.fed_at = now
                     super().handle_text(event)
 
             self.protocol = BoundHeartbeatProtocol
@@ -265,6 +270,12 @@ class HeartbeatProtocol(WebSocketsSansIOProtocol):
 
     #: The engine.io sid of this connection, once known.
     eio_sid: str | None = None
+    #: When a text frame was last queued for engine.io (``loop.time()``). python-engineio's
+    #: websocket loop closes a connection that sent it nothing for ``ping_interval +
+    #: ping_timeout`` (as "transport close", racing its ping timeout): a heartbeat is
+    #: queued as usual when none was for half a ``ping_interval``, which keeps that loop
+    #: seeing what it saw before for a client that beats.
+    fed_at = float("-inf")
 
     def beat_taken(self) -> None:
         """A heartbeat frame was taken before queueing (the overload timing hooks in here)."""
