@@ -332,12 +332,8 @@ class SocketIOAdapter:
                 )
 
     def _fast_beat(self, eio_sid: str) -> bool:
-        """A frame that is exactly a heartbeat: beat here, unless python-socketio must see it.
-
-        python-socketio would decode the packet and (with ``async_handlers``) start a
-        task to dispatch it; when no handler of the application wants heartbeats, the
-        adapter is its only reader, so it beats at once: ``True``.
-        """
+        """A frame that is exactly a heartbeat: ``True`` once beaten here, when no handler of
+        the application wants heartbeats (python-socketio need not decode and dispatch it)."""
         sio = self._sio
         namespace = self.options.namespace
         if self._has_handler(namespace, self.options.event) or _internals.awaiting_attachment(
