@@ -279,17 +279,17 @@ async def _cluster_session(url: str) -> str:
                 while not (beating and silent):
                     await anyio.sleep(0.05)
             silent_id = silent[0]["peer"]
-            with anyio.fail_after(WAIT):
-                while not any(m.get("peer") == silent_id for m in beating[1:]):
+            with anyio.fail_after(WAIT):  # presence is cluster-wide (serve's default notify)
+                while not any(_told(m, silent_id) for m in beating[1:]):
                     await anyio.sleep(0.05)
-            [notice] = [m for m in beating[1:] if m.get("peer") == silent_id]
-            if notice.get("reason") != "heartbeat timeout":
+            [notice] = [m for m in beating[1:] if _told(m, silent_id)]
+            if notice["leaves"][silent_id].get("reason") != "heartbeat timeout":
                 raise CheckFailed(f"cluster: node b's client was told {notice}")
         finally:
             for server in servers:
                 server.process.kill()
             task_group.cancel_scope.cancel()
-    return "serve --redis-url: a client silent on node a was announced to node b's client"
+    return "serve --redis-url: a client silent on node a left node b's client's presence"
 
 
 def _run(*arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
