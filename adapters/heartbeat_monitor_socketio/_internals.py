@@ -217,7 +217,7 @@ def queue_packet(sio: socketio.AsyncServer, eio_sid: str, pkt: Any) -> bool:
     socket = _socket(sio, eio_sid)
     if socket is None or socket.closed:
         return False
-    last_ping = socket.last_ping
+    last_ping = socket.last_ping  # engine.io stamps it with time.time(): compared on its clock
     if last_ping and time.time() - last_ping > sio.eio.ping_timeout:
         return False
     socket.queue.put_nowait(pkt)
