@@ -60,11 +60,10 @@ __all__ = ("measure", "memory")
 _MODES = ("plain", "adapter", "adapter+handler")
 
 
-async def _server(mode: str, clients: int) -> tuple[Any, list[str], Any]:
+def _muted_server() -> Any:
+    """An in-process python-socketio server that logs errors only and sends nothing."""
     import socketio
     import structlog
-
-    from heartbeat_monitor_socketio import SocketIOAdapter
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     sio = socketio.AsyncServer(async_mode="asgi", async_handlers=False)
@@ -73,6 +72,14 @@ async def _server(mode: str, clients: int) -> tuple[Any, list[str], Any]:
         return None
 
     sio._send_packet = no_send
+    return sio
+
+
+async def _server(mode: str, clients: int) -> tuple[Any, list[str], Any]:
+
+    from heartbeat_monitor_socketio import SocketIOAdapter
+
+    sio = _muted_server()
     adapter = None
     if mode != "adapter":
         last_seen: dict[str, float] = {}
@@ -143,18 +150,10 @@ _TRACKER_FILES = (
 
 async def _memory(mode: str, clients: int) -> tuple[int, int]:
     """Bytes traced while ``clients`` sessions connect (all, and the tracker's part)."""
-    import socketio
-    import structlog
 
     from heartbeat_monitor_socketio import SocketIOAdapter
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    sio = socketio.AsyncServer(async_mode="asgi", async_handlers=False)
-
-    async def no_send(*args: Any, **kwargs: Any) -> None:
-        return None
-
-    sio._send_packet = no_send
+    sio = _muted_server()
 
     adapter = None
     if mode == "plain":  # plain python-socketio: a no-op handler; else the adapter reads beats
